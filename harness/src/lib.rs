@@ -5,7 +5,6 @@ pub mod cli;
 pub mod commands;
 pub mod tensor_io;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 /// Exit codes of cli.md.

@@ -379,10 +379,15 @@ pub fn params(s: &Scheme) -> SchemeParams {
     };
     let from_affine = |source: &str, notes: &str| {
         let p = affine::AffineParams::for_scheme(s).expect("affine scheme");
+        // Float-zero schemes report codes `q = u − mid` (cli.md), so the code range shifts too.
+        let shift = match p.zp_rule {
+            affine::ZpRule::FloatMin { mid } => mid as i64,
+            _ => 0,
+        };
         SchemeParams {
             source: source.into(),
-            qmin: p.qmin as i64,
-            qmax: p.qmax as i64,
+            qmin: p.qmin as i64 - shift,
+            qmax: p.qmax as i64 - shift,
             bits: ((p.qmax - p.qmin + 1) as f64).log2().ceil() as u8,
             granularity: if s.is_activation() { "per_token".into() } else { gran(p.gran) },
             arith_dtype: p.arith,
