@@ -23,20 +23,14 @@ fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a rayon pool")
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a rayon pool")
 }
 
 fn bench_gemm(c: &mut Criterion) {
     let one = pool(1);
     let two = pool(2);
     let mut group = c.benchmark_group("matmul");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     for (m, n, k) in [(256, 256, 256), (512, 512, 512), (1, 2048, 2048)] {
         let a = filled(m, k, 1);
         let b = filled(k, n, 2);

@@ -90,10 +90,7 @@ fn op_name(kind: &str, p: Packing) -> String {
         Packing::Nibbles(Nibbles::LnEvenOb) => "nibbles LN=even offset-binary".into(),
         Packing::Nibbles(Nibbles::LnEvenTc) => "nibbles LN=even two's complement".into(),
         Packing::Bitstream { bits, signed } => {
-            format!(
-                "{bits}-bit {} bitstream",
-                if signed { "signed" } else { "unsigned" }
-            )
+            format!("{bits}-bit {} bitstream", if signed { "signed" } else { "unsigned" })
         }
         Packing::MlxWords { bits } => format!("MLX {bits}-bit uint32 words"),
         Packing::GgmlQ4_0 => "ggml block_q4_0".into(),
@@ -106,18 +103,14 @@ fn op_name(kind: &str, p: Packing) -> String {
 }
 
 fn mul(op: &str, a: usize, b: usize) -> Result<usize> {
-    a.checked_mul(b)
-        .ok_or_else(|| RefError::shape(op, format!("size {a} x {b} overflows")))
+    a.checked_mul(b).ok_or_else(|| RefError::shape(op, format!("size {a} x {b} overflows")))
 }
 
 fn check_bits(op: &str, bits: u8, allowed: &[u8], what: &str) -> Result<()> {
     if allowed.contains(&bits) {
         Ok(())
     } else {
-        Err(RefError::unsupported(
-            op,
-            format!("{what} take {allowed:?} bits, not {bits}"),
-        ))
+        Err(RefError::unsupported(op, format!("{what} take {allowed:?} bits, not {bits}")))
     }
 }
 
@@ -193,10 +186,7 @@ fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(RefError::shape(
-            op,
-            format!("{what}: expected {want}, got {got}"),
-        ))
+        Err(RefError::shape(op, format!("{what}: expected {want}, got {got}")))
     }
 }
 
@@ -291,13 +281,7 @@ pub(crate) fn pack_nibbles(kind: Nibbles, q: &[i32], rows: usize, cols: usize) -
 
 /// Unpack `LN=even` nibbles of a `[rows, cols]` tensor (the length already checked), rejecting a
 /// row pad nibble that is not q = 0.
-pub(crate) fn unpack_nibbles(
-    op: &str,
-    kind: Nibbles,
-    bytes: &[u8],
-    rows: usize,
-    cols: usize,
-) -> Result<Vec<i32>> {
+pub(crate) fn unpack_nibbles(op: &str, kind: Nibbles, bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<i32>> {
     let rb = cols.div_ceil(2);
     let mut q = Vec::with_capacity(rows * cols);
     for r in 0..if cols == 0 { 0 } else { rows } {
@@ -311,10 +295,7 @@ pub(crate) fn unpack_nibbles(
             if pad != nib_enc(kind, 0) {
                 return Err(RefError::BadValue {
                     op: op.to_string(),
-                    what: format!(
-                        "pad nibble of row {r} (must encode q = 0, i.e. {:#x})",
-                        nib_enc(kind, 0)
-                    ),
+                    what: format!("pad nibble of row {r} (must encode q = 0, i.e. {:#x})", nib_enc(kind, 0)),
                     index: r * rb + rb - 1,
                     value: pad as f64,
                 });
@@ -329,10 +310,7 @@ fn get_scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        (
-            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
+        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
     }
 }
 
@@ -370,12 +348,7 @@ pub fn pack(p: Packing, q: &Quantized) -> Result<Vec<u8>> {
     let [rows, cols] = q.shape;
     let len = packed_len_op(op, p, rows, cols)?;
     let n = rows * cols; // checked by packed_len_op
-    check_len(
-        op,
-        &format!("codes for shape [{rows}, {cols}]"),
-        q.q.len(),
-        n,
-    )?;
+    check_len(op, &format!("codes for shape [{rows}, {cols}]"), q.q.len(), n)?;
     let codes = &q.q;
     match p {
         Packing::Unpacked { bits, signed } => {
@@ -422,7 +395,7 @@ pub fn pack(p: Packing, q: &Quantized) -> Result<Vec<u8>> {
                 }
             };
             let mut out = vec![0u8; len];
-            for nb in 0..n8 {
+            for nb in 0..if k4 == 0 { 0 } else { n8 } {
                 for kb in 0..k4 {
                     let base = (nb * k4 + kb) * 16;
                     for r in 0..4 {
@@ -444,12 +417,7 @@ pub fn pack(p: Packing, q: &Quantized) -> Result<Vec<u8>> {
 fn pack_ggml32(op: &str, p: Packing, q: &Quantized, len: usize) -> Result<Vec<u8>> {
     let (qk, bb) = ggml_block(p).unwrap_or((32, 18));
     let nb = q.q.len() / qk;
-    check_len(
-        op,
-        "stored scales (one fp16 d per 32-element block)",
-        q.scales.len(),
-        nb,
-    )?;
+    check_len(op, "stored scales (one fp16 d per 32-element block)", q.scales.len(), nb)?;
     let (lo, hi) = match p {
         Packing::GgmlQ4_0 => (-8, 7),
         Packing::GgmlQ4_1 => (0, 15),
@@ -458,17 +426,9 @@ fn pack_ggml32(op: &str, p: Packing, q: &Quantized, len: usize) -> Result<Vec<u8
     check_codes(op, &q.q, lo, hi)?;
     let mins = if p == Packing::GgmlQ4_1 {
         let m = q.zero_points.as_deref().ok_or_else(|| {
-            RefError::unsupported(
-                op,
-                "block_q4_1 needs the block minimums `m` in zero_points, which are absent",
-            )
+            RefError::unsupported(op, "block_q4_1 needs the block minimums `m` in zero_points, which are absent")
         })?;
-        check_len(
-            op,
-            "zero_points (one fp16 m per 32-element block)",
-            m.len(),
-            nb,
-        )?;
+        check_len(op, "zero_points (one fp16 m per 32-element block)", m.len(), nb)?;
         Some(m)
     } else {
         None
@@ -508,46 +468,17 @@ fn pack_ggml32(op: &str, p: Packing, q: &Quantized, len: usize) -> Result<Vec<u8
 
 fn q4k_raw(op: &str, q: &Quantized, nsb: usize) -> Result<Q4KRaw> {
     let extra = q.extra.as_ref().ok_or_else(|| {
-        RefError::unsupported(
-            op,
-            "block_q4_K needs the raw d/dmin/sc/m (Q4KRaw) in `extra`, which is absent",
-        )
+        RefError::unsupported(op, "block_q4_K needs the raw d/dmin/sc/m (Q4KRaw) in `extra`, which is absent")
     })?;
-    let raw: Q4KRaw = serde_json::from_value(extra.clone()).map_err(|e| {
-        RefError::unsupported(op, format!("`extra` is not a Q4KRaw (d, dmin, sc, m): {e}"))
-    })?;
-    check_len(
-        op,
-        "Q4KRaw d (one per 256-element super-block)",
-        raw.d.len(),
-        nsb,
-    )?;
-    check_len(
-        op,
-        "Q4KRaw dmin (one per 256-element super-block)",
-        raw.dmin.len(),
-        nsb,
-    )?;
-    check_len(
-        op,
-        "Q4KRaw sc (one per 32-element sub-block)",
-        raw.sc.len(),
-        nsb * 8,
-    )?;
-    check_len(
-        op,
-        "Q4KRaw m (one per 32-element sub-block)",
-        raw.m.len(),
-        nsb * 8,
-    )?;
+    let raw: Q4KRaw = serde_json::from_value(extra.clone())
+        .map_err(|e| RefError::unsupported(op, format!("`extra` is not a Q4KRaw (d, dmin, sc, m): {e}")))?;
+    check_len(op, "Q4KRaw d (one per 256-element super-block)", raw.d.len(), nsb)?;
+    check_len(op, "Q4KRaw dmin (one per 256-element super-block)", raw.dmin.len(), nsb)?;
+    check_len(op, "Q4KRaw sc (one per 32-element sub-block)", raw.sc.len(), nsb * 8)?;
+    check_len(op, "Q4KRaw m (one per 32-element sub-block)", raw.m.len(), nsb * 8)?;
     for (what, v) in [("Q4KRaw sc (6-bit)", &raw.sc), ("Q4KRaw m (6-bit)", &raw.m)] {
         if let Some(i) = v.iter().position(|&x| x > 63) {
-            return Err(RefError::BadValue {
-                op: op.to_string(),
-                what: what.into(),
-                index: i,
-                value: v[i] as f64,
-            });
+            return Err(RefError::BadValue { op: op.to_string(), what: what.into(), index: i, value: v[i] as f64 });
         }
     }
     Ok(raw)
@@ -557,24 +488,11 @@ fn pack_q4k(op: &str, q: &Quantized, len: usize) -> Result<Vec<u8>> {
     let nsb = q.q.len() / 256;
     check_codes(op, &q.q, 0, 15)?;
     let raw = q4k_raw(op, q, nsb)?;
-    check_len(
-        op,
-        "stored scales (d·sc per 32-element sub-block)",
-        q.scales.len(),
-        nsb * 8,
-    )?;
+    check_len(op, "stored scales (d·sc per 32-element sub-block)", q.scales.len(), nsb * 8)?;
     let zps = q.zero_points.as_deref().ok_or_else(|| {
-        RefError::unsupported(
-            op,
-            "block_q4_K needs the sub-block offsets dmin·m in zero_points, which are absent",
-        )
+        RefError::unsupported(op, "block_q4_K needs the sub-block offsets dmin·m in zero_points, which are absent")
     })?;
-    check_len(
-        op,
-        "zero_points (dmin·m per 32-element sub-block)",
-        zps.len(),
-        nsb * 8,
-    )?;
+    check_len(op, "zero_points (dmin·m per 32-element sub-block)", zps.len(), nsb * 8)?;
     let mut out = vec![0u8; len];
     for b in 0..nsb {
         let (d, dmin) = (raw.d[b], raw.dmin[b]);
@@ -599,8 +517,7 @@ fn pack_q4k(op: &str, q: &Quantized, len: usize) -> Result<Vec<u8>> {
         let codes = &q.q[b * 256..(b + 1) * 256];
         for c in 0..4 {
             for l in 0..32 {
-                blk[16 + 32 * c + l] =
-                    (codes[64 * c + l] as u8) | ((codes[64 * c + 32 + l] as u8) << 4);
+                blk[16 + 32 * c + l] = (codes[64 * c + l] as u8) | ((codes[64 * c + 32 + l] as u8) << 4);
             }
         }
     }
@@ -620,20 +537,12 @@ pub fn unpack(p: Packing, bytes: &[u8], into: &mut Quantized) -> Result<()> {
     let op = op.as_str();
     let [rows, cols] = into.shape;
     let len = packed_len_op(op, p, rows, cols)?;
-    check_len(
-        op,
-        &format!("bytes for shape [{rows}, {cols}]"),
-        bytes.len(),
-        len,
-    )?;
+    check_len(op, &format!("bytes for shape [{rows}, {cols}]"), bytes.len(), len)?;
     let n = rows * cols;
     match p {
         Packing::Unpacked { bits, signed } => {
             let (lo, hi) = code_range(bits, signed);
-            let q: Vec<i32> = bytes
-                .iter()
-                .map(|&b| if signed { b as i8 as i32 } else { b as i32 })
-                .collect();
+            let q: Vec<i32> = bytes.iter().map(|&b| if signed { b as i8 as i32 } else { b as i32 }).collect();
             check_codes(op, &q, lo, hi)?;
             into.q = q;
         }
@@ -641,14 +550,9 @@ pub fn unpack(p: Packing, bytes: &[u8], into: &mut Quantized) -> Result<()> {
         Packing::Bitstream { bits, signed } => {
             let b = bits as usize;
             if !tail_is_zero(bytes, n * b) {
-                return Err(RefError::shape(
-                    op,
-                    format!("padding bits after the {} code bits are not zero", n * b),
-                ));
+                return Err(RefError::shape(op, format!("padding bits after the {} code bits are not zero", n * b)));
             }
-            into.q = (0..n)
-                .map(|i| sign_extend(get_bits(bytes, i * b, bits as u32), bits, signed))
-                .collect();
+            into.q = (0..n).map(|i| sign_extend(get_bits(bytes, i * b, bits as u32), bits, signed)).collect();
         }
         Packing::MlxWords { bits } => {
             let b = bits as usize;
@@ -712,12 +616,7 @@ pub fn unpack(p: Packing, bytes: &[u8], into: &mut Quantized) -> Result<()> {
         Packing::GgmlQ4K => {
             let nsb = n / 256;
             let mut q = vec![0i32; n];
-            let mut raw = Q4KRaw {
-                d: vec![0.0; nsb],
-                dmin: vec![0.0; nsb],
-                sc: vec![0; nsb * 8],
-                m: vec![0; nsb * 8],
-            };
+            let mut raw = Q4KRaw { d: vec![0.0; nsb], dmin: vec![0.0; nsb], sc: vec![0; nsb * 8], m: vec![0; nsb * 8] };
             let mut scales = vec![0f32; nsb * 8];
             let mut mins = vec![0f32; nsb * 8];
             for b in 0..nsb {
@@ -742,9 +641,8 @@ pub fn unpack(p: Packing, bytes: &[u8], into: &mut Quantized) -> Result<()> {
                     }
                 }
             }
-            let extra = serde_json::to_value(&raw).map_err(|e| {
-                RefError::unsupported(op, format!("cannot record Q4KRaw in `extra`: {e}"))
-            })?;
+            let extra = serde_json::to_value(&raw)
+                .map_err(|e| RefError::unsupported(op, format!("cannot record Q4KRaw in `extra`: {e}")))?;
             let shape = [rows, cols / 32];
             into.q = q;
             into.scales = scales;
@@ -756,17 +654,12 @@ pub fn unpack(p: Packing, bytes: &[u8], into: &mut Quantized) -> Result<()> {
         Packing::VulkanQ4Blocks => {
             let (n8, k4) = (rows.div_ceil(8), cols.div_ceil(4));
             let mut q = vec![0i32; n];
-            for nb in 0..n8 {
+            for nb in 0..if k4 == 0 { 0 } else { n8 } {
                 for kb in 0..k4 {
                     let base = (nb * k4 + kb) * 16;
                     for r in 0..4 {
                         let at = base + 4 * r;
-                        let word = u32::from_le_bytes([
-                            bytes[at],
-                            bytes[at + 1],
-                            bytes[at + 2],
-                            bytes[at + 3],
-                        ]);
+                        let word = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
                         for i in 0..8 {
                             let nib = (word >> (4 * i)) & 0xF;
                             let (nn, k) = (nb * 8 + r + 4 * (i % 2), kb * 4 + i / 2);

@@ -79,42 +79,28 @@ fn bits_eq(a: Option<&[f32]>, i: usize, j: usize) -> bool {
 pub fn regroup(q: &Quantized, new_group: usize) -> Result<Quantized> {
     let s = q.scheme;
     let op = format!("regroup {s} to group {new_group}");
-    let family =
-        family_with_group(&s, new_group.max(1)).map_err(|why| RefError::unsupported(&op, why))?;
+    let family = family_with_group(&s, new_group.max(1)).map_err(|why| RefError::unsupported(&op, why))?;
     let [rows, cols] = q.shape;
-    let n = rows
-        .checked_mul(cols)
-        .ok_or_else(|| RefError::shape(&op, "shape overflows"))?;
+    let n = rows.checked_mul(cols).ok_or_else(|| RefError::shape(&op, "shape overflows"))?;
     let gran = s.granularity();
     let want = gran.qparam_shape(rows, cols);
     let check = |what: &str, got: usize, want: usize| {
         if got == want {
             Ok(())
         } else {
-            Err(RefError::shape(
-                &op,
-                format!("{what}: expected {want}, got {got}"),
-            ))
+            Err(RefError::shape(&op, format!("{what}: expected {want}, got {got}")))
         }
     };
     if let Granularity::Group(g) = gran {
         if g == 0 || cols % g != 0 {
-            return Err(RefError::GroupSize {
-                op: format!("{op}: source"),
-                group: g,
-                axis: "cols".into(),
-                len: cols,
-            });
+            return Err(RefError::GroupSize { op: format!("{op}: source"), group: g, axis: "cols".into(), len: cols });
         }
     }
     check("codes", q.q.len(), n)?;
     if q.scale_shape != want {
         return Err(RefError::shape(
             &op,
-            format!(
-                "scale_shape {:?} is not the {:?} grid {want:?} of a [{rows}, {cols}] tensor",
-                q.scale_shape, gran
-            ),
+            format!("scale_shape {:?} is not the {:?} grid {want:?} of a [{rows}, {cols}] tensor", q.scale_shape, gran),
         ));
     }
     let nq = want[0] * want[1];
@@ -126,12 +112,7 @@ pub fn regroup(q: &Quantized, new_group: usize) -> Result<Quantized> {
         check("quantize_scales", z.len(), nq)?;
     }
     if new_group == 0 || cols % new_group != 0 {
-        return Err(RefError::GroupSize {
-            op,
-            group: new_group,
-            axis: "cols".into(),
-            len: cols,
-        });
+        return Err(RefError::GroupSize { op, group: new_group, axis: "cols".into(), len: cols });
     }
     let old = gran.group_len(cols);
     if old % new_group != 0 && new_group % old != 0 {
@@ -145,24 +126,11 @@ pub fn regroup(q: &Quantized, new_group: usize) -> Result<Quantized> {
     if new_group == old && gran != Granularity::Tensor {
         return Ok(q.clone());
     }
-    let scheme = Scheme {
-        family,
-        dtype: s.dtype,
-    };
+    let scheme = Scheme { family, dtype: s.dtype };
     match name::parse(&scheme.to_string()) {
         Ok(back) if back == scheme => {}
-        Ok(_) => {
-            return Err(RefError::unsupported(
-                &op,
-                format!("{scheme} does not name the regrouped scheme"),
-            ))
-        }
-        Err(e) => {
-            return Err(RefError::unsupported(
-                &op,
-                format!("the regrouped scheme is not valid: {e}"),
-            ))
-        }
+        Ok(_) => return Err(RefError::unsupported(&op, format!("{scheme} does not name the regrouped scheme"))),
+        Err(e) => return Err(RefError::unsupported(&op, format!("the regrouped scheme is not valid: {e}"))),
     }
     // Source qparam index of element (r, c).
     let src = |r: usize, c: usize| match gran {
@@ -233,11 +201,7 @@ pub fn transpose_grid(values: &[f32], a: usize, b: usize) -> Result<Vec<f32>> {
         _ => {
             return Err(RefError::shape(
                 "transpose",
-                format!(
-                    "[{a}, {b}] needs {} values, got {}",
-                    a as u128 * b as u128,
-                    values.len()
-                ),
+                format!("[{a}, {b}] needs {} values, got {}", a as u128 * b as u128, values.len()),
             ))
         }
     }
@@ -256,10 +220,7 @@ fn groups_per_row(op: &str, n_scales: usize, rows: usize, cols: usize) -> Result
         return if n_scales == 0 {
             Ok(0)
         } else {
-            Err(RefError::shape(
-                op,
-                format!("{n_scales} scales for a tensor with no rows"),
-            ))
+            Err(RefError::shape(op, format!("{n_scales} scales for a tensor with no rows")))
         };
     }
     if n_scales % rows != 0 {
@@ -273,10 +234,7 @@ fn groups_per_row(op: &str, n_scales: usize, rows: usize, cols: usize) -> Result
         return if cols == 0 {
             Ok(0)
         } else {
-            Err(RefError::shape(
-                op,
-                format!("no scales for N = {rows} rows of K = {cols}"),
-            ))
+            Err(RefError::shape(op, format!("no scales for N = {rows} rows of K = {cols}")))
         };
     }
     if cols % kg != 0 {
@@ -294,22 +252,14 @@ fn groups_per_row(op: &str, n_scales: usize, rows: usize, cols: usize) -> Result
 /// the transposed `(K/G, N)` scales. Returns the int8 codes `[N, K]` (in `[-8, 7]`) and the scales
 /// `(N, K/G)`. `G` follows from the scale count, which must be a multiple of N whose quotient
 /// divides K. Exact; [`pack_int8_to_int4`] is its inverse.
-pub fn repack_int4_to_int8(
-    bytes: &[u8],
-    rows: usize,
-    cols: usize,
-    scales_kg_n: &[f32],
-) -> Result<(Vec<i8>, Vec<f32>)> {
+pub fn repack_int4_to_int8(bytes: &[u8], rows: usize, cols: usize, scales_kg_n: &[f32]) -> Result<(Vec<i8>, Vec<f32>)> {
     let op = "repack_int4_to_int8";
     let p = Packing::Nibbles(Nibbles::LnEvenTc);
     let want = packed_len(p, rows, cols)?;
     if bytes.len() != want {
         return Err(RefError::shape(
             op,
-            format!(
-                "bytes for [{rows}, {cols}] int4: expected {want}, got {}",
-                bytes.len()
-            ),
+            format!("bytes for [{rows}, {cols}] int4: expected {want}, got {}", bytes.len()),
         ));
     }
     let kg = groups_per_row(op, scales_kg_n.len(), rows, cols)?;
@@ -322,23 +272,14 @@ pub fn repack_int4_to_int8(
 /// [`repack_int4_to_int8`]: int8 codes `[N, K]` (each in `[-8, 7]`) and scales `(N, K/G)` become
 /// `LN=even` two's-complement nibbles (`[N, ⌈K/2⌉]`, an odd K padded with q = 0) and scales
 /// `(K/G, N)`.
-pub fn pack_int8_to_int4(
-    codes: &[i8],
-    rows: usize,
-    cols: usize,
-    scales_n_kg: &[f32],
-) -> Result<(Vec<u8>, Vec<f32>)> {
+pub fn pack_int8_to_int4(codes: &[i8], rows: usize, cols: usize, scales_n_kg: &[f32]) -> Result<(Vec<u8>, Vec<f32>)> {
     let op = "pack_int8_to_int4";
     match rows.checked_mul(cols) {
         Some(n) if n == codes.len() => {}
         _ => {
             return Err(RefError::shape(
                 op,
-                format!(
-                    "codes for [{rows}, {cols}]: expected {}, got {}",
-                    rows as u128 * cols as u128,
-                    codes.len()
-                ),
+                format!("codes for [{rows}, {cols}]: expected {}, got {}", rows as u128 * cols as u128, codes.len()),
             ))
         }
     }

@@ -183,11 +183,7 @@ fn matmul_and_linear_agree() {
     let mut rng = Rng(5);
     let a = rng.matrix(9, 70);
     let w = rng.matrix(33, 70);
-    assert_bits_eq(
-        &matmul(a.view(), w.t()).unwrap(),
-        &linear(a.view(), w.view(), None).unwrap(),
-        "matmul vs linear",
-    );
+    assert_bits_eq(&matmul(a.view(), w.t()).unwrap(), &linear(a.view(), w.view(), None).unwrap(), "matmul vs linear");
 }
 
 /// Non-contiguous views (a column-strided slice, a transposed x) are accepted and give the
@@ -216,9 +212,12 @@ fn empty_dimensions() {
     let b = Array1::from(vec![1.5f32, -2.0, 0.0, 7.25]);
     let y = linear(x.view(), w.view(), Some(b.view())).unwrap();
     assert_eq!(y, Array2::from_shape_fn((3, 4), |(_, j)| b[j]));
-    assert_eq!(matmul(x.view(), Array2::<f32>::zeros((0, 5)).view()).unwrap(), Array2::zeros((3, 5)));
-    assert_eq!(linear(Array2::zeros((0, 6)).view(), Array2::zeros((4, 6)).view(), None).unwrap().dim(), (0, 4));
-    assert_eq!(matmul(Array2::zeros((2, 6)).view(), Array2::zeros((6, 0)).view()).unwrap().dim(), (2, 0));
+    assert_eq!(matmul(x.view(), Array2::<f32>::zeros((0, 5)).view()).unwrap(), Array2::<f32>::zeros((3, 5)));
+    assert_eq!(
+        linear(Array2::<f32>::zeros((0, 6)).view(), Array2::<f32>::zeros((4, 6)).view(), None).unwrap().dim(),
+        (0, 4)
+    );
+    assert_eq!(matmul(Array2::<f32>::zeros((2, 6)).view(), Array2::<f32>::zeros((6, 0)).view()).unwrap().dim(), (2, 0));
 }
 
 /// A NaN input poisons exactly the outputs it feeds, written as the canonical NaN.
@@ -235,10 +234,13 @@ fn nan_propagates_as_canonical_nan() {
 #[test]
 fn shape_mismatches_are_errors() {
     let x = Array2::<f32>::zeros((2, 3));
-    let e = linear(x.view(), Array2::zeros((4, 5)).view(), None).unwrap_err();
-    assert!(matches!(&e, RefError::Shape { op, detail } if op == "linear" && detail.contains("[2, 3]") && detail.contains("[4, 5]")), "{e}");
-    let e = linear(x.view(), Array2::zeros((4, 3)).view(), Some(Array1::zeros(5).view())).unwrap_err();
+    let e = linear(x.view(), Array2::<f32>::zeros((4, 5)).view(), None).unwrap_err();
+    assert!(
+        matches!(&e, RefError::Shape { op, detail } if op == "linear" && detail.contains("[2, 3]") && detail.contains("[4, 5]")),
+        "{e}"
+    );
+    let e = linear(x.view(), Array2::<f32>::zeros((4, 3)).view(), Some(Array1::<f32>::zeros(5).view())).unwrap_err();
     assert!(matches!(&e, RefError::Shape { op, .. } if op == "linear"), "{e}");
-    let e = matmul(x.view(), Array2::zeros((4, 3)).view()).unwrap_err();
+    let e = matmul(x.view(), Array2::<f32>::zeros((4, 3)).view()).unwrap_err();
     assert!(matches!(&e, RefError::Shape { op, detail } if op == "matmul" && detail.contains("[4, 3]")), "{e}");
 }

@@ -25,10 +25,7 @@ fn blank(scheme: &str, rows: usize, cols: usize) -> Quantized {
 }
 
 fn with_codes(rows: usize, cols: usize, q: Vec<i32>) -> Quantized {
-    Quantized {
-        q,
-        ..blank("w4g32-sym-ao", rows, cols)
-    }
+    Quantized { q, ..blank("w4g32-sym-ao", rows, cols) }
 }
 
 fn range(bits: u8, signed: bool) -> (i32, i32) {
@@ -54,9 +51,7 @@ fn coded(
 
 /// Any fp16 value but NaN (covers ±0, subnormals, ±inf), as f32.
 fn fp16_any() -> impl Strategy<Value = f32> {
-    any::<u16>()
-        .prop_map(f16_bits_to_f32)
-        .prop_filter("not NaN", |v| !v.is_nan())
+    any::<u16>().prop_map(f16_bits_to_f32).prop_filter("not NaN", |v| !v.is_nan())
 }
 
 /// Finite fp16 values, as f32 (Q4_K keeps d/dmin in JSON, which has no inf).

@@ -15,8 +15,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 fn quantize(name: &str, rows: usize, cols: usize, data: &[f32]) -> Quantized {
     let s: Scheme = name.parse().unwrap();
-    s.quantize(&Matrix::new(rows, cols, data[..rows * cols].to_vec()).unwrap())
-        .unwrap()
+    s.quantize(&Matrix::new(rows, cols, data[..rows * cols].to_vec()).unwrap()).unwrap()
 }
 
 fn dequant(q: &Quantized) -> Vec<u32> {
@@ -110,21 +109,14 @@ fn coarsening_identical_groups_is_exact() {
     for r in 0..2 {
         for c in 0..128 {
             let amax = if c < 64 { 1.0 } else { 0.25 } * (r + 1) as f32;
-            data[r * 128 + c] = if c % 32 == 0 {
-                amax
-            } else {
-                amax * ((c % 7) as f32 / 7.0 - 0.5)
-            };
+            data[r * 128 + c] = if c % 32 == 0 { amax } else { amax * ((c % 7) as f32 / 7.0 - 0.5) };
         }
     }
     let q = quantize("w4g32-sym-ao", 2, 128, &data);
     let c = regroup(&q, 64).unwrap();
     assert_eq!(c.scheme.to_string(), "w4g64-sym-ao");
     assert_eq!(c.scale_shape, [2, 2]);
-    assert_eq!(
-        c.scales,
-        vec![q.scales[0], q.scales[2], q.scales[4], q.scales[6]]
-    );
+    assert_eq!(c.scales, vec![q.scales[0], q.scales[2], q.scales[4], q.scales[6]]);
     assert_eq!(dequant(&c), dequant(&q));
     // And it is the same as quantizing with g64 directly.
     let direct = quantize("w4g64-sym-ao", 2, 128, &data);
@@ -133,24 +125,16 @@ fn coarsening_identical_groups_is_exact() {
     let e = regroup(&q, 128).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, RefError::Unsupported { .. }), "{msg}");
-    assert!(
-        msg.contains("group 32 to 128") && msg.contains("row 0") && msg.contains("differ"),
-        "{msg}"
-    );
+    assert!(msg.contains("group 32 to 128") && msg.contains("row 0") && msg.contains("differ"), "{msg}");
 }
 
 #[test]
 fn coarsening_different_scales_errors_with_the_position() {
-    let data: Vec<f32> = (0..2 * 64)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / (1.0 + (i / 32) as f32))
-        .collect();
+    let data: Vec<f32> = (0..2 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / (1.0 + (i / 32) as f32)).collect();
     let q = quantize("w4g32-asym-ao", 2, 64, &data);
     let e = regroup(&q, 64).unwrap_err();
     let msg = e.to_string();
-    assert!(
-        msg.contains("cannot coarsen group 32 to 64 exactly"),
-        "{msg}"
-    );
+    assert!(msg.contains("cannot coarsen group 32 to 64 exactly"), "{msg}");
     assert!(msg.contains("row 0, new group 0 (columns 0..64)"), "{msg}");
     assert!(msg.contains("old groups 0 and 1"), "{msg}");
 }
@@ -161,43 +145,18 @@ fn non_dividing_sizes_are_group_size_errors() {
     let q = quantize("w4g32-sym-ao", 1, 96, &data);
     // 48 divides 96 but neither 32 | 48 nor 48 | 32: groups would straddle (the field report bug).
     let e = regroup(&q, 48).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            RefError::GroupSize {
-                group: 48,
-                len: 32,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, RefError::GroupSize { group: 48, len: 32, .. }), "{e}");
     let msg = e.to_string();
-    assert!(
-        msg.contains("group size 48 does not divide the old group size = 32"),
-        "{msg}"
-    );
+    assert!(msg.contains("group size 48 does not divide the old group size = 32"), "{msg}");
     // A new group that does not divide the row.
     let e = regroup(&q, 64).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("group size 64 does not divide cols = 96"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("group size 64 does not divide cols = 96"), "{e}");
     let e = regroup(&q, 0).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("group size 0 does not divide cols = 96"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("group size 0 does not divide cols = 96"), "{e}");
     // Per-axis source (group = cols = 96) to 64: 64 does not divide 96.
     let pc = quantize("w4pc-sym-ao", 1, 96, &data);
     let e = regroup(&pc, 64).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("group size 64 does not divide cols = 96"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("group size 64 does not divide cols = 96"), "{e}");
     // ... but to 24 it is exact.
     let r = regroup(&pc, 24).unwrap();
     assert_eq!(r.scheme.to_string(), "w4g24-sym-ao");
@@ -209,18 +168,12 @@ fn non_dividing_sizes_are_group_size_errors() {
 
 #[test]
 fn per_tensor_source_refines() {
-    let data: Vec<f32> = (0..3 * 64)
-        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
-        .collect();
+    let data: Vec<f32> = (0..3 * 64).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
     let q = quantize("w8pt-symclip", 3, 64, &data);
     let r = regroup(&q, 16).unwrap();
     assert_eq!(
         r.scheme.family,
-        Family::SymClip {
-            bits: 8,
-            gran: Granularity::Group(16),
-            flavor: kernels_ref::scheme::ClipFlavor::Coreml
-        }
+        Family::SymClip { bits: 8, gran: Granularity::Group(16), flavor: kernels_ref::scheme::ClipFlavor::Coreml }
     );
     assert_eq!(r.scale_shape, [3, 4]);
     assert_eq!(dequant(&r), dequant(&q));
@@ -231,21 +184,14 @@ fn per_tensor_source_refines() {
 
 #[test]
 fn schemes_that_cannot_be_regrouped() {
-    let data: Vec<f32> = (0..2 * 256)
-        .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
-        .collect();
+    let data: Vec<f32> = (0..2 * 256).map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0).collect();
     for (name, cols, g, why) in [
         ("q4_0", 64, 16, "ggml block formats"),
         ("q4_K", 256, 128, "ggml block formats"),
         ("q8_0", 64, 64, "ggml block formats"),
         ("pal4-pt", 64, 32, "palettized"),
         ("a8-pt-asym-ao", 64, 32, "activations"),
-        (
-            "w4g64-mlx-cpu",
-            64,
-            16,
-            "MLX allows group sizes 32, 64, 128",
-        ),
+        ("w4g64-mlx-cpu", 64, 16, "MLX allows group sizes 32, 64, 128"),
         ("8da4wg64-vk", 64, 2, "multiple of 4"),
         ("w4g64-sym-ao", 64, 1, "at least 2"),
     ] {
@@ -259,22 +205,14 @@ fn schemes_that_cannot_be_regrouped() {
 #[test]
 fn refining_repeats_quantize_scales_and_zero_points() {
     // bf16 storage: quantize-time scales differ from the stored ones and are carried along.
-    let data: Vec<f32> = (0..64)
-        .map(|i| ((i * 29 % 61) as f32 - 30.0) / 9.3)
-        .collect();
+    let data: Vec<f32> = (0..64).map(|i| ((i * 29 % 61) as f32 - 30.0) / 9.3).collect();
     let q = quantize("w4g32-fzp@bf16", 1, 64, &data);
     let r = regroup(&q, 8).unwrap();
     assert_eq!(r.scheme.to_string(), "w4g8-fzp@bf16");
     let zp = q.zero_points.as_ref().unwrap();
-    assert_eq!(
-        r.zero_points.as_ref().unwrap(),
-        &[[zp[0]; 4], [zp[1]; 4]].concat()
-    );
+    assert_eq!(r.zero_points.as_ref().unwrap(), &[[zp[0]; 4], [zp[1]; 4]].concat());
     if let Some(qs) = &q.quantize_scales {
-        assert_eq!(
-            r.quantize_scales.as_ref().unwrap(),
-            &[[qs[0]; 4], [qs[1]; 4]].concat()
-        );
+        assert_eq!(r.quantize_scales.as_ref().unwrap(), &[[qs[0]; 4], [qs[1]; 4]].concat());
     }
     assert_eq!(dequant(&r), dequant(&q));
 }
@@ -312,10 +250,7 @@ fn int4_tensor_repack_errors() {
     let e = repack_int4_to_int8(&[0u8; 3], 2, 4, &[1.0; 4]).unwrap_err();
     assert!(e.to_string().contains("expected 4, got 3"), "{e}");
     // Scale count not a multiple of N.
-    assert!(matches!(
-        repack_int4_to_int8(&[0u8; 4], 2, 4, &[1.0; 3]),
-        Err(RefError::Shape { .. })
-    ));
+    assert!(matches!(repack_int4_to_int8(&[0u8; 4], 2, 4, &[1.0; 3]), Err(RefError::Shape { .. })));
     // K/G = 3 does not divide K = 4.
     let e = repack_int4_to_int8(&[0u8; 4], 2, 4, &[1.0; 6]).unwrap_err();
     assert!(e.to_string().contains("does not divide K = 4"), "{e}");
@@ -324,13 +259,7 @@ fn int4_tensor_repack_errors() {
     // Odd K with a non-zero pad nibble.
     assert!(repack_int4_to_int8(&[0x10], 1, 1, &[1.0]).is_err());
     // Codes out of int4 range, and the wrong code count.
-    assert!(matches!(
-        pack_int8_to_int4(&[0, 8], 1, 2, &[1.0]),
-        Err(RefError::BadValue { index: 1, .. })
-    ));
-    assert!(matches!(
-        pack_int8_to_int4(&[0, 1, 2], 1, 2, &[1.0]),
-        Err(RefError::Shape { .. })
-    ));
+    assert!(matches!(pack_int8_to_int4(&[0, 8], 1, 2, &[1.0]), Err(RefError::BadValue { index: 1, .. })));
+    assert!(matches!(pack_int8_to_int4(&[0, 1, 2], 1, 2, &[1.0]), Err(RefError::Shape { .. })));
     assert!(transpose_grid(&[1.0; 5], 2, 3).is_err());
 }

@@ -27,17 +27,9 @@ pub fn silu<D: Dimension>(x: ArrayView<'_, f32, D>) -> Array<f32, D> {
 ///
 /// # Errors
 /// [`RefError::Shape`] when `gate` and `up` have different shapes.
-pub fn swiglu<D: Dimension>(
-    gate: ArrayView<'_, f32, D>,
-    up: ArrayView<'_, f32, D>,
-) -> Result<Array<f32, D>> {
+pub fn swiglu<D: Dimension>(gate: ArrayView<'_, f32, D>, up: ArrayView<'_, f32, D>) -> Result<Array<f32, D>> {
     if gate.shape() != up.shape() {
-        return Err(RefError::shape(
-            "swiglu",
-            format!("gate is {:?} but up is {:?}", gate.shape(), up.shape()),
-        ));
+        return Err(RefError::shape("swiglu", format!("gate is {:?} but up is {:?}", gate.shape(), up.shape())));
     }
-    Ok(Zip::from(&gate)
-        .and(&up)
-        .map_collect(|&g, &u| round_f32(silu_f64(g) * f64::from(u))))
+    Ok(Zip::from(&gate).and(&up).map_collect(|&g, &u| round_f32(silu_f64(g) * f64::from(u))))
 }

@@ -5,12 +5,14 @@
 //! - the score of key `j` is `Σ_d f64(q_d) · f64(k_jd)` (each product exact, `d` ascending),
 //!   times `f64(scale)`;
 //! - the probabilities are the f64 softmax of the visible scores (maximum, `libm::exp`, sum with
-//!   `j` ascending, divide), shared with [`softmax`](super::softmax);
+//!   `j` ascending, divide), shared with [`softmax`](super::softmax());
 //! - the output is `Σ_j p_j · f64(v_jd)` with `j` ascending, each product rounded to f64 and
 //!   then added (multiply-then-add, never fused, so every target gives the same bits).
 //!
 //! (query row, head) pairs are independent and spread over rayon threads; SIMD runs across
-//! keys (scores) or across `d` (output), never across a sum's own index.
+//! keys (scores, read from a transposed copy of K) or across `d` (output), never across a sum's
+//! own index. On x86_64 the per-pair body also has an AVX2 instance: wider vectors, the same
+//! unfused operations, the same bits.
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -72,10 +74,10 @@ pub fn attention(
     if t_len > 0 && s_len == 0 {
         return err("there are no keys to attend to".into());
     }
-    if causal && t_len > 0 && q_offset + t_len > s_len {
+    if causal && t_len > 0 && q_offset.saturating_add(t_len) > s_len {
         return err(format!(
             "causal: the last query is at position q_offset + T - 1 = {} but keys stop at {}",
-            q_offset + t_len - 1,
+            q_offset.saturating_add(t_len - 1),
             s_len as isize - 1
         ));
     }
@@ -87,67 +89,103 @@ pub fn attention(
     let k = k.as_slice().expect("standard layout is contiguous");
     let v = v.as_slice().expect("standard layout is contiguous");
     let kv_width = n_kv_heads * d;
+    // K transposed per kv head (`kt[(g * D + i) * S + j] = k[j, g * D + i]`), so that the scores
+    // of all keys are computed together, vectorised across keys, each still summed over `i`
+    // ascending.
+    let mut kt = vec![0f32; n_kv_heads * d * s_len];
+    for (j, row) in k.chunks_exact(kv_width.max(1)).enumerate().take(s_len) {
+        for (c, &x) in row.iter().enumerate() {
+            kt[c * s_len + j] = x;
+        }
+    }
 
+    let ctx = Ctx { q, kt: &kt, v, d, s_len, q_width, kv_width, n_heads, group, causal, q_offset, scale };
     let mut out = vec![0f32; t_len * q_width];
     if d > 0 {
         // One chunk of `d` outputs per (query row t, head h), in row-major order.
-        out.par_chunks_mut(d).enumerate().for_each(|(unit, y)| {
-            let (t, h) = (unit / n_heads, unit % n_heads);
-            let g = h / group;
-            let visible = if causal { q_offset + t + 1 } else { s_len };
-            let qh: Vec<f64> = q[t * q_width + h * d..][..d].iter().map(|&x| f64::from(x)).collect();
-            let key = |j: usize| &k[j * kv_width + g * d..][..d];
-
-            let mut scores = vec![0f64; visible];
-            let mut blocks = scores.chunks_exact_mut(4);
-            let mut j = 0;
-            for s in &mut blocks {
-                let [s0, s1, s2, s3] = dot4(&qh, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
-                s.copy_from_slice(&[s0 * scale, s1 * scale, s2 * scale, s3 * scale]);
-                j += 4;
-            }
-            for s in blocks.into_remainder() {
-                *s = dot(&qh, key(j)) * scale;
-                j += 1;
-            }
-
-            let mut p = vec![0f64; visible];
-            softmax_row(scores.iter().copied(), &mut p);
-
-            let mut acc = vec![0f64; d];
-            for (j, &pj) in p.iter().enumerate() {
-                let vj = &v[j * kv_width + g * d..][..d];
-                for (a, &x) in acc.iter_mut().zip(vj) {
-                    *a += pj * f64::from(x);
-                }
-            }
-            for (y, &a) in y.iter_mut().zip(&acc) {
-                *y = round_f32(a);
-            }
-        });
+        out.par_chunks_mut(d).enumerate().for_each(|(unit, y)| unit_dispatch(&ctx, unit, y));
     }
     Ok(Array2::from_shape_vec((t_len, q_width), out).expect("T * Hq * D values"))
 }
 
-/// `Σ_d q_d · f64(k_d)`, `d` ascending.
-#[inline]
-fn dot(q: &[f64], k: &[f32]) -> f64 {
-    let mut acc = 0.0f64;
-    for (&a, &b) in q.iter().zip(k) {
-        acc += a * f64::from(b);
-    }
-    acc
+/// Everything one (query row, head) unit reads.
+#[derive(Debug)]
+struct Ctx<'a> {
+    q: &'a [f32],
+    /// K transposed per kv head: `kt[(g * D + i) * S + j] = k[j, g * D + i]`.
+    kt: &'a [f32],
+    v: &'a [f32],
+    d: usize,
+    s_len: usize,
+    q_width: usize,
+    kv_width: usize,
+    n_heads: usize,
+    group: usize,
+    causal: bool,
+    q_offset: usize,
+    scale: f64,
 }
 
-/// Four independent [`dot`]s at once (four accumulators, each `d` ascending), for
-/// instruction-level parallelism; bit-identical to four calls of `dot`.
-#[inline]
-fn dot4(q: &[f64], k: [&[f32]; 4]) -> [f64; 4] {
-    let mut acc = [0.0f64; 4];
-    for (i, &a) in q.iter().enumerate() {
-        for (c, kr) in acc.iter_mut().zip(&k) {
-            *c += a * f64::from(kr[i]);
+/// Runs [`unit`] through its AVX2 instance where the CPU has AVX2 (wider vectors for the same
+/// operations: no fusing, so the same bits), through the baseline one elsewhere.
+fn unit_dispatch(ctx: &Ctx<'_>, unit_index: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: `unit_avx2` only requires the avx2 target feature, which the CPU has
+            // just been checked to support.
+            return unsafe { unit_avx2(ctx, unit_index, y) };
         }
     }
-    acc
+    unit(ctx, unit_index, y)
+}
+
+/// [`unit`] compiled with AVX2 enabled (Rust never contracts `a * b + c` into an FMA, so the
+/// arithmetic is the same as the baseline instance's).
+///
+/// # Safety
+/// The CPU must support the `avx2` feature.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn unit_avx2(ctx: &Ctx<'_>, unit_index: usize, y: &mut [f32]) {
+    unit(ctx, unit_index, y)
+}
+
+/// The outputs `y` (`D` values) of query row `t`, head `h`, where `unit_index = t * Hq + h`.
+#[inline(always)]
+fn unit(ctx: &Ctx<'_>, unit_index: usize, y: &mut [f32]) {
+    let d = ctx.d;
+    let (t, h) = (unit_index / ctx.n_heads, unit_index % ctx.n_heads);
+    let g = h / ctx.group;
+    let visible = if ctx.causal { ctx.q_offset + t + 1 } else { ctx.s_len };
+    let qh = &ctx.q[t * ctx.q_width + h * d..][..d];
+
+    // scores[j] = Σ_i f64(q_i) · f64(k_ji), i ascending (each product exact), then times the
+    // scale. Vectorised across keys j.
+    let mut scores = vec![0f64; visible];
+    for (i, &qi) in qh.iter().enumerate() {
+        let qi = f64::from(qi);
+        let keys_i = &ctx.kt[(g * d + i) * ctx.s_len..][..visible];
+        for (s, &kv) in scores.iter_mut().zip(keys_i) {
+            *s += qi * f64::from(kv);
+        }
+    }
+    for s in scores.iter_mut() {
+        *s *= ctx.scale;
+    }
+
+    let mut p = vec![0f64; visible];
+    softmax_row(scores.iter().copied(), &mut p);
+
+    // out_i = Σ_j p_j · f64(v_ji), j ascending, product rounded then added. Vectorised across i.
+    let mut acc = vec![0f64; d];
+    for (j, &pj) in p.iter().enumerate() {
+        let vj = &ctx.v[j * ctx.kv_width + g * d..][..d];
+        for (a, &x) in acc.iter_mut().zip(vj) {
+            *a += pj * f64::from(x);
+        }
+    }
+    for (y, &a) in y.iter_mut().zip(&acc) {
+        *y = round_f32(a);
+    }
 }

@@ -4,7 +4,7 @@
 //! Both are defined by the naive loop: for each output element one f64 accumulator, `k`
 //! ascending from 0 to K-1 (`acc += f64(x) * f64(w)`, each product exact), then `+ f64(bias)`,
 //! then one rounding to f32. The blocked, vectorised, multi-threaded engine in
-//! [`gemm`](super::gemm) computes exactly that, so the result bits depend on the inputs alone.
+//! `gemm.rs` computes exactly that, so the result bits depend on the inputs alone.
 //! This file only checks shapes and hands contiguous slices to the engine.
 
 use std::borrow::Cow;
@@ -31,17 +31,11 @@ pub fn linear(
     let (m, k) = x.dim();
     let (n, kw) = w.dim();
     if k != kw {
-        return Err(RefError::shape(
-            "linear",
-            format!("x is [{m}, {k}] but w is [{n}, {kw}]: w must be [N, {k}]"),
-        ));
+        return Err(RefError::shape("linear", format!("x is [{m}, {k}] but w is [{n}, {kw}]: w must be [N, {k}]")));
     }
     if let Some(b) = &bias {
         if b.len() != n {
-            return Err(RefError::shape(
-                "linear",
-                format!("bias has {} values, w has N = {n} rows", b.len()),
-            ));
+            return Err(RefError::shape("linear", format!("bias has {} values, w has N = {n} rows", b.len())));
         }
     }
     let bias_c = bias.as_ref().map(|b| b.as_standard_layout());
@@ -55,9 +49,7 @@ pub fn linear(
         m,
         n,
         k,
-        bias: bias_c
-            .as_ref()
-            .map(|b| b.as_slice().expect("standard layout is contiguous")),
+        bias: bias_c.as_ref().map(|b| b.as_slice().expect("standard layout is contiguous")),
     });
     Ok(Array2::from_shape_vec((m, n), out).expect("the engine returns M * N values"))
 }
@@ -74,10 +66,7 @@ pub fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Result<Array2<f
     let (m, k) = a.dim();
     let (kb, n) = b.dim();
     if k != kb {
-        return Err(RefError::shape(
-            "matmul",
-            format!("a is [{m}, {k}] but b is [{kb}, {n}]: b must be [{k}, N]"),
-        ));
+        return Err(RefError::shape("matmul", format!("a is [{m}, {k}] but b is [{kb}, {n}]: b must be [{k}, N]")));
     }
     let (b, b_layout) = rhs_storage(b);
     let a = a.as_standard_layout();

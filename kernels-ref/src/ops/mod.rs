@@ -13,12 +13,12 @@
 //! What lives where:
 //! - [`linear`](linear()) / [`matmul`] in `linear.rs`, backed by the blocked engine in
 //!   `gemm.rs` (the only speed-tuned code; bit-identical to the naive loop);
-//! - [`embedding`] in `embedding.rs`;
-//! - [`rmsnorm`] in `norm.rs`;
-//! - [`rope`], [`rope_with_scaling`], [`rope_inv_freq`], [`RopeStyle`], [`RopeScaling`] in
+//! - [`embedding`](embedding()) in `embedding.rs`;
+//! - [`rmsnorm`](rmsnorm()) in `norm.rs`;
+//! - [`rope`](rope()), [`rope_with_scaling`], [`rope_inv_freq`], [`RopeStyle`], [`RopeScaling`] in
 //!   `rope.rs`;
-//! - [`softmax`] in `softmax.rs`;
-//! - [`attention`] in `attention.rs`;
+//! - [`softmax`](softmax()) in `softmax.rs`;
+//! - [`attention`](attention()) in `attention.rs`;
 //! - [`silu`], [`swiglu`] in `activation.rs`.
 //!
 //! Bad shapes are reported as [`RefError`](crate::error::RefError) values naming the op and the

@@ -56,10 +56,7 @@ pub enum RopeScaling {
 /// zero original context).
 pub fn rope_inv_freq(head_dim: usize, theta: f64, scaling: Option<&RopeScaling>) -> Result<Vec<f64>> {
     if head_dim == 0 || head_dim % 2 != 0 {
-        return Err(RefError::unsupported(
-            "rope",
-            format!("head_dim must be even and > 0, got {head_dim}"),
-        ));
+        return Err(RefError::unsupported("rope", format!("head_dim must be even and > 0, got {head_dim}")));
     }
     if !(theta.is_finite() && theta > 0.0) {
         return Err(RefError::unsupported("rope", format!("theta must be finite and > 0, got {theta}")));
@@ -166,29 +163,26 @@ pub fn rope_with_scaling(
     let x = x.as_slice().expect("standard layout is contiguous");
     let mut out = vec![0f32; t * width];
     if width > 0 {
-        out.par_chunks_mut(width)
-            .zip(x.par_chunks(width))
-            .zip(positions.par_iter())
-            .for_each(|((y, x), &pos)| {
-                let cs: Vec<(f64, f64)> = inv_freq
-                    .iter()
-                    .map(|&f| {
-                        let a = pos as f64 * f;
-                        (libm::cos(a), libm::sin(a))
-                    })
-                    .collect();
-                for (yh, xh) in y.chunks_exact_mut(head_dim).zip(x.chunks_exact(head_dim)) {
-                    for (i, &(c, s)) in cs.iter().enumerate() {
-                        let (i0, i1) = match style {
-                            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                            RopeStyle::Half => (i, i + half),
-                        };
-                        let (x0, x1) = (f64::from(xh[i0]), f64::from(xh[i1]));
-                        yh[i0] = round_f32(x0 * c - x1 * s);
-                        yh[i1] = round_f32(x0 * s + x1 * c);
-                    }
+        out.par_chunks_mut(width).zip(x.par_chunks(width)).zip(positions.par_iter()).for_each(|((y, x), &pos)| {
+            let cs: Vec<(f64, f64)> = inv_freq
+                .iter()
+                .map(|&f| {
+                    let a = pos as f64 * f;
+                    (libm::cos(a), libm::sin(a))
+                })
+                .collect();
+            for (yh, xh) in y.chunks_exact_mut(head_dim).zip(x.chunks_exact(head_dim)) {
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (i0, i1) = match style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Half => (i, i + half),
+                    };
+                    let (x0, x1) = (f64::from(xh[i0]), f64::from(xh[i1]));
+                    yh[i0] = round_f32(x0 * c - x1 * s);
+                    yh[i1] = round_f32(x0 * s + x1 * c);
                 }
-            });
+            }
+        });
     }
     Ok(Array2::from_shape_vec((t, width), out).expect("T * width values"))
 }

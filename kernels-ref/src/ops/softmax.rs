@@ -37,6 +37,7 @@ pub fn softmax(x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
 
 /// The f64 softmax of `x` into `p` (same length): maximum, `exp(x - max)` with `libm`, sum in
 /// ascending order, divide. Shared with `attention`, which feeds it unrounded f64 scores.
+#[inline]
 pub(crate) fn softmax_row(x: impl Iterator<Item = f64> + Clone, p: &mut [f64]) {
     // NaN-propagating maximum: a NaN anywhere makes the whole row NaN below.
     let max = x.clone().fold(f64::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m });

@@ -355,20 +355,15 @@ impl Scheme {
         }
     }
 
-    /// For a composite `8da4w` scheme, the scheme of its weights; otherwise the scheme itself.
+    /// For a composite `8da4w` scheme, the torchao scheme its weight codes come from (all three
+    /// backends quantize the weights with torchao at export; XNNPACK then stores the group scales
+    /// as bf16, which `quantize` on the composite itself models). Otherwise the scheme itself.
     pub fn weight_scheme(&self) -> Scheme {
         match self.family {
-            Family::W8da4w { flavor, group, .. } => {
-                let family = match flavor {
-                    W8da4wFlavor::Ao => Family::Torchao { bits: 4, gran: Granularity::Group(group), mapping: AoMapping::Sym },
-                    // XNNPACK and Vulkan quantize the weights with torchao at export time; XNNPACK then
-                    // stores the group scales as bf16 (applied in `act`/device code), Vulkan in DTYPE.
-                    W8da4wFlavor::Xnn | W8da4wFlavor::Vk => {
-                        Family::Torchao { bits: 4, gran: Granularity::Group(group), mapping: AoMapping::Sym }
-                    }
-                };
-                Scheme { family, dtype: self.dtype }
-            }
+            Family::W8da4w { group, .. } => Scheme {
+                family: Family::Torchao { bits: 4, gran: Granularity::Group(group), mapping: AoMapping::Sym },
+                dtype: self.dtype,
+            },
             _ => *self,
         }
     }

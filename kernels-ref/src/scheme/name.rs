@@ -63,20 +63,22 @@ pub fn parse(name: &str) -> Result<Scheme> {
 }
 
 fn parse_family(name: &str, base: &str) -> Result<Family> {
-    let fam = match base {
-        "q4_0" => return Ok(Family::Q4_0 { fused: false, gguf_py: false }),
-        "q4_0-fused" => return Ok(Family::Q4_0 { fused: true, gguf_py: false }),
-        "q4_0-py" => return Ok(Family::Q4_0 { fused: false, gguf_py: true }),
-        "q4_1" => return Ok(Family::Q4_1 { fused: false }),
-        "q4_1-fused" => return Ok(Family::Q4_1 { fused: true }),
-        "q8_0" => return Ok(Family::Q8_0),
-        "q4_K" => return Ok(Family::Q4K { fused: false }),
-        "a8-q8_0-ref" => return Ok(Family::ActQ8_0 { flavor: Q8Flavor::Ref }),
-        "a8-q8_0-avx" => return Ok(Family::ActQ8_0 { flavor: Q8Flavor::Avx }),
-        "a8-q8_0-neon" => return Ok(Family::ActQ8_0 { flavor: Q8Flavor::Neon }),
+    let fixed = match base {
+        "q4_0" => Some(Family::Q4_0 { fused: false, gguf_py: false }),
+        "q4_0-fused" => Some(Family::Q4_0 { fused: true, gguf_py: false }),
+        "q4_0-py" => Some(Family::Q4_0 { fused: false, gguf_py: true }),
+        "q4_1" => Some(Family::Q4_1 { fused: false }),
+        "q4_1-fused" => Some(Family::Q4_1 { fused: true }),
+        "q8_0" => Some(Family::Q8_0),
+        "q4_K" => Some(Family::Q4K { fused: false }),
+        "a8-q8_0-ref" => Some(Family::ActQ8_0 { flavor: Q8Flavor::Ref }),
+        "a8-q8_0-avx" => Some(Family::ActQ8_0 { flavor: Q8Flavor::Avx }),
+        "a8-q8_0-neon" => Some(Family::ActQ8_0 { flavor: Q8Flavor::Neon }),
         _ => None,
     };
-    let _: Option<Family> = fam;
+    if let Some(f) = fixed {
+        return Ok(f);
+    }
     if let Some(rest) = base.strip_prefix("a8-pt-asym-") {
         let (rest, zp) = strip_zp(rest);
         let flavor = match rest {
