@@ -59,7 +59,9 @@ fn values(file: &str, field: &str, toks: &[&RawValue], f: fn(&str) -> Option<f32
     toks.iter()
         .enumerate()
         .map(|(i, t)| {
-            f(t.get()).ok_or_else(|| anyhow!("{file}: {field}[{i}] = {} is not an f32 value", t.get().chars().take(40).collect::<String>()))
+            f(t.get()).ok_or_else(|| {
+                anyhow!("{file}: {field}[{i}] = {} is not an f32 value", t.get().chars().take(40).collect::<String>())
+            })
         })
         .collect()
 }
@@ -85,7 +87,11 @@ pub fn parse_tensor(file: &str, text: &str) -> Result<TensorFile> {
     };
     let n = rows.checked_mul(cols).filter(|&n| n <= usize::MAX as u64);
     if n != Some(data.len() as u64) {
-        bail!("{file}: shape [{rows}, {cols}] needs {} values but the data has {}", rows as u128 * cols as u128, data.len());
+        bail!(
+            "{file}: shape [{rows}, {cols}] needs {} values but the data has {}",
+            rows as u128 * cols as u128,
+            data.len()
+        );
     }
     if rows == 0 || cols == 0 {
         bail!("{file}: shape [{rows}, {cols}] is empty");

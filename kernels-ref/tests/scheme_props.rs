@@ -145,7 +145,11 @@ fn check_nearest_level(name: &str, x: &Matrix) -> Result<(), TestCaseError> {
         // A float offset stored in a narrower dtype (ggml Q4_1's fp16 `m`) moves every level by up
         // to half an ulp of that dtype (or half its smallest subnormal).
         let t = p.stored_scale_dtype;
-        let offset_move = if t == DType::F32 || q.zero_points.is_none() { 0.0 } else { zp * t.epsilon() / 2.0 + t.smallest_normal() * t.epsilon() };
+        let offset_move = if t == DType::F32 || q.zero_points.is_none() {
+            0.0
+        } else {
+            zp * t.epsilon() / 2.0 + t.smallest_normal() * t.epsilon()
+        };
         let slack = 2f64.powi(-20) * (xi.abs() + step * (code.abs() + zp + 1.0))
             + (2.0 * code.abs() + 2.0) * (quant - stored).abs()
             + 2.0 * offset_move;
@@ -156,7 +160,11 @@ fn check_nearest_level(name: &str, x: &Matrix) -> Result<(), TestCaseError> {
         );
         let interior = q.q[i] > p.qmin as i32 && q.q[i] < p.qmax as i32;
         if interior && step > 0.0 {
-            prop_assert!(err <= step / 2.0 + slack, "{name}: element {i} = {xi:e}: |x - dq| = {err:e} > step/2 = {:e}", step / 2.0);
+            prop_assert!(
+                err <= step / 2.0 + slack,
+                "{name}: element {i} = {xi:e}: |x - dq| = {err:e} > step/2 = {:e}",
+                step / 2.0
+            );
         }
     }
     Ok(())
@@ -259,7 +267,12 @@ fn every_catalogue_example_quantizes_and_lists_its_parameters() {
             let dq = s.dequantize(&q).unwrap();
             assert_eq!(dq.len(), x.data.len());
             let p = s.params();
-            assert!(q.q.iter().all(|&c| c >= p.qmin as i32 && c <= p.qmax as i32), "{name}: code out of [{}, {}]", p.qmin, p.qmax);
+            assert!(
+                q.q.iter().all(|&c| c >= p.qmin as i32 && c <= p.qmax as i32),
+                "{name}: code out of [{}, {}]",
+                p.qmin,
+                p.qmax
+            );
             assert!(!s.params().source.is_empty());
         }
     }

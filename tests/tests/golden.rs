@@ -18,9 +18,10 @@ fn first_diff<T: PartialEq + std::fmt::Debug>(what: &str, got: &[T], want: &[T])
         return Some(format!("{what}: length {} vs expected {}", got.len(), want.len()));
     }
     let n = got.iter().zip(want).filter(|(a, b)| a != b).count();
-    got.iter().zip(want).position(|(a, b)| a != b).map(|i| {
-        format!("{what}: {n} differ, first at [{i}]: got {:?}, expected {:?}", got[i], want[i])
-    })
+    got.iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .map(|i| format!("{what}: {n} differ, first at [{i}]: got {:?}, expected {:?}", got[i], want[i]))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -90,7 +91,11 @@ fn check_vector(file: &str, v: &GoldenVector) -> Vec<String> {
             Ok(bytes) => {
                 let got = hex(&bytes);
                 if &got != want_hex {
-                    errs.push(format!("packed bytes differ: got {}.., expected {}..", &got[..got.len().min(40)], &want_hex[..want_hex.len().min(40)]));
+                    errs.push(format!(
+                        "packed bytes differ: got {}.., expected {}..",
+                        &got[..got.len().min(40)],
+                        &want_hex[..want_hex.len().min(40)]
+                    ));
                 }
             }
             Err(err) => errs.push(format!("pack: {err}")),

@@ -66,7 +66,9 @@ pub fn quantize_file(scheme: &str, input: &Path) -> anyhow::Result<(Quantized, V
     let file = input.display().to_string();
     let q = match (s.family, &t.lut) {
         (Family::Pal { .. }, Some(lut)) => kernels_ref::scheme::pal::quantize(&s, &t.matrix, Some(lut)),
-        (_, Some(_)) => Err(kernels_ref::RefError::unsupported(scheme, "a \"lut\" is only meaningful for palettized schemes")),
+        (_, Some(_)) => {
+            Err(kernels_ref::RefError::unsupported(scheme, "a \"lut\" is only meaningful for palettized schemes"))
+        }
         (_, None) => s.quantize(&t.matrix),
     }
     .map_err(|e| anyhow!("{file}: {e}"))?;

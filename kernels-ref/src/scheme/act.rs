@@ -137,7 +137,8 @@ fn quantize_row(flavor: ActFlavor, t: DType, x: &[f64]) -> RowQ {
             // Stored in DTYPE (fp16 in half mode); the shader quantizes with 1/float(stored).
             let stored = t.round(scale);
             let inv = 1.0f32 / stored as f32;
-            let codes = x.iter().map(|&v| (rglsl((v as f32 * inv) as f64, ties) + zp).clamp(QMIN, QMAX) as i32).collect();
+            let codes =
+                x.iter().map(|&v| (rglsl((v as f32 * inv) as f64, ties) + zp).clamp(QMIN, QMAX) as i32).collect();
             RowQ { stored_scale: stored, zp, codes }
         }
         ActFlavor::Ao | ActFlavor::AoI8w => unreachable!("torchao activations go through the affine engine"),

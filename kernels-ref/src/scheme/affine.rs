@@ -157,7 +157,9 @@ impl AffineParams {
             }
         };
         Ok(match s.family {
-            Family::Torchao { bits, gran, mapping } => ao(bits, gran, mapping, t.smallest_normal(), "smallest_normal(T)"),
+            Family::Torchao { bits, gran, mapping } => {
+                ao(bits, gran, mapping, t.smallest_normal(), "smallest_normal(T)")
+            }
             Family::W8da4w { flavor, group, .. } => {
                 let mut p = ao(4, Granularity::Group(group), AoMapping::Sym, t.smallest_normal(), "smallest_normal(T)");
                 if flavor == W8da4wFlavor::Xnn {
@@ -172,7 +174,8 @@ impl AffineParams {
                 ao(8, Granularity::Channel, AoMapping::Asym, t.smallest_normal(), "smallest_normal(T)")
             }
             Family::Act { flavor: ActFlavor::AoI8w, .. } => {
-                let mut p = ao(8, Granularity::Channel, AoMapping::Asym, DType::F32.epsilon(), "finfo(f32).eps = 2^-23");
+                let mut p =
+                    ao(8, Granularity::Channel, AoMapping::Asym, DType::F32.epsilon(), "finfo(f32).eps = 2^-23");
                 p.stored_scale = DType::F32;
                 p
             }
@@ -365,7 +368,11 @@ impl AffineParams {
                         // torchao's `1.0 / scale` is computed in the scale's dtype, the product in
                         // promote(T, scale dtype): with both in `qa` that is `op_form.apply`.
                         let y = self.op_form.apply(qa, v, sq);
-                        let r = if self.round_before_zp { self.round.apply(y) + zp } else { self.round.apply(qa.add(y, zp)) };
+                        let r = if self.round_before_zp {
+                            self.round.apply(y) + zp
+                        } else {
+                            self.round.apply(qa.add(y, zp))
+                        };
                         to_code(r.clamp(self.qmin as f64, self.qmax as f64))
                     }
                 };

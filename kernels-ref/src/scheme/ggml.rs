@@ -204,7 +204,14 @@ pub fn q8_0_block(x: &[f32], flavor: Q8Flavor) -> (f32, [i32; QK]) {
 }
 
 /// `make_qkx2_quants` (n = 32, unfused): returns `(scale, the_min = −min ≥ 0, codes)`.
-pub fn make_qkx2_quants(x: &[f32], weights: &[f32], nmax: i32, rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32, Vec<u8>) {
+pub fn make_qkx2_quants(
+    x: &[f32],
+    weights: &[f32],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32, Vec<u8>) {
     let n = x.len();
     let mut min = x[0];
     let mut max = x[0];

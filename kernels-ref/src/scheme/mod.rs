@@ -449,7 +449,11 @@ pub struct SchemeParams {
 
 /// Iterate the groups of a `[rows, cols]` tensor for a granularity: `(qparam index, element
 /// indices)` with elements in row-major order within the group.
-pub(crate) fn group_indices(gran: Granularity, rows: usize, cols: usize) -> Vec<(usize, std::ops::Range<usize>, usize)> {
+pub(crate) fn group_indices(
+    gran: Granularity,
+    rows: usize,
+    cols: usize,
+) -> Vec<(usize, std::ops::Range<usize>, usize)> {
     // (qparam index, first element, stride pattern) is overkill for our three shapes: a group is
     // either a contiguous run within a row, a whole row, or the whole tensor, so a range suffices.
     match gran {

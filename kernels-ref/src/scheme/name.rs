@@ -89,7 +89,9 @@ fn parse_family(name: &str, base: &str) -> Result<Family> {
             "xnn" => ActFlavor::Xnn,
             "vk" => ActFlavor::Vk(Ties::Even),
             "vk-away" => ActFlavor::Vk(Ties::Away),
-            _ => return Err(bad(name, "activation flavour must be one of ao, ao-i8w, decomp, etport, xnn, vk, vk-away")),
+            _ => {
+                return Err(bad(name, "activation flavour must be one of ao, ao-i8w, decomp, etport, xnn, vk, vk-away"))
+            }
         };
         return Ok(Family::Act { flavor, zp_dtype: zp.unwrap_or(ZpDtype::I8) });
     }
@@ -194,13 +196,18 @@ fn validate(name: &str, s: &Scheme) -> Result<()> {
         }
         Family::W8da4w { flavor, group, .. } => {
             need(group >= 2, "group size must be at least 2")?;
-            need(flavor != W8da4wFlavor::Vk || group % 4 == 0, "the Vulkan 8da4w kernels need a group size that is a multiple of 4")
+            need(
+                flavor != W8da4wFlavor::Vk || group % 4 == 0,
+                "the Vulkan 8da4w kernels need a group size that is a multiple of 4",
+            )
         }
         Family::Act { flavor, .. } => need(
             s.dtype == DType::F32 || !matches!(flavor, ActFlavor::EtPort),
             "the ExecuTorch portable kernel takes fp32 input only",
         ),
-        Family::Q4_0 { .. } | Family::Q4_1 { .. } | Family::Q8_0 | Family::Q4K { .. } | Family::ActQ8_0 { .. } => Ok(()),
+        Family::Q4_0 { .. } | Family::Q4_1 { .. } | Family::Q8_0 | Family::Q4K { .. } | Family::ActQ8_0 { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -310,15 +317,30 @@ pub struct FamilyInfo {
 pub fn families() -> Vec<FamilyInfo> {
     let any_g = "any G >= 2 that divides the row; catalogue: 16, 32, 64, 128, 256";
     let rows: Vec<(&'static str, Vec<u8>, &'static str, Vec<&'static str>)> = vec![
-        ("w{b}{g{G}|pc|pt}-sym-ao", vec![2, 3, 4, 5, 6, 8], any_g, vec!["w4g32-sym-ao", "w4g128-sym-ao@bf16", "w8pc-sym-ao", "w8g32-sym-ao"]),
+        (
+            "w{b}{g{G}|pc|pt}-sym-ao",
+            vec![2, 3, 4, 5, 6, 8],
+            any_g,
+            vec!["w4g32-sym-ao", "w4g128-sym-ao@bf16", "w8pc-sym-ao", "w8g32-sym-ao"],
+        ),
         ("w{b}{g{G}|pc|pt}-sym-nce-ao", vec![2, 3, 4, 5, 6, 8], any_g, vec!["w4g32-sym-nce-ao"]),
         ("w{b}{g{G}|pc|pt}-asym-ao", vec![2, 3, 4, 5, 6, 8], any_g, vec!["w4g32-asym-ao", "w8pc-asym-ao"]),
-        ("w{b}{g{G}|pc|pt}-symclip", vec![2, 3, 4, 5, 6, 8], any_g, vec!["w4g32-symclip", "w8pc-symclip", "w8g32-symclip@f16"]),
+        (
+            "w{b}{g{G}|pc|pt}-symclip",
+            vec![2, 3, 4, 5, 6, 8],
+            any_g,
+            vec!["w4g32-symclip", "w8pc-symclip", "w8g32-symclip@f16"],
+        ),
         ("w{b}{g{G}|pc|pt}-symclip-coreai", vec![4, 8], any_g, vec!["w4g32-symclip-coreai", "w8pc-symclip-coreai"]),
         ("w4g{G}-sym8", vec![4], any_g, vec!["w4g128-sym8"]),
         ("w4g{G}-fzp", vec![4], any_g, vec!["w4g128-fzp@bf16", "w4g32-fzp"]),
         ("w{b}{g{G}|pc|pt}-asym-coreml", vec![4, 8], any_g, vec!["w8pc-asym-coreml", "w4g32-asym-coreml"]),
-        ("w{b}g{G}-mlx-cpu", vec![2, 3, 4, 5, 6, 8], "32, 64, 128", vec!["w4g64-mlx-cpu", "w8g32-mlx-cpu", "w4g32-mlx-cpu@f16"]),
+        (
+            "w{b}g{G}-mlx-cpu",
+            vec![2, 3, 4, 5, 6, 8],
+            "32, 64, 128",
+            vec!["w4g64-mlx-cpu", "w8g32-mlx-cpu", "w4g32-mlx-cpu@f16"],
+        ),
         ("w{b}g{G}-mlx-gpu", vec![2, 3, 4, 5, 6, 8], "32, 64, 128", vec!["w4g64-mlx-gpu", "w8g64-mlx-gpu"]),
         ("q4_0[-fused|-py]", vec![4], "32 (fixed)", vec!["q4_0", "q4_0-fused", "q4_0-py"]),
         ("q4_1[-fused]", vec![4], "32 (fixed)", vec!["q4_1", "q4_1-fused"]),
@@ -326,16 +348,36 @@ pub fn families() -> Vec<FamilyInfo> {
         ("q4_K", vec![4], "256 super-blocks of 8 x 32 (fixed)", vec!["q4_K"]),
         ("a8-q8_0-{ref|avx|neon}", vec![8], "32 (fixed)", vec!["a8-q8_0-ref", "a8-q8_0-avx", "a8-q8_0-neon"]),
         ("pal{n}-pt[-uniform]", vec![1, 2, 3, 4, 6, 8], "one LUT per tensor", vec!["pal4-pt", "pal2-pt-uniform"]),
-        ("pal{n}g{C}[-uniform]", vec![1, 2, 3, 4, 6, 8], "one LUT per C output channels", vec!["pal4g16", "pal6g32-uniform"]),
-        ("pal{n}-pcs-col[-uniform]", vec![1, 2, 3, 4, 6, 8], "per-input-column scale, one LUT", vec!["pal4-pcs-col", "pal4-pcs-col@f16"]),
+        (
+            "pal{n}g{C}[-uniform]",
+            vec![1, 2, 3, 4, 6, 8],
+            "one LUT per C output channels",
+            vec!["pal4g16", "pal6g32-uniform"],
+        ),
+        (
+            "pal{n}-pcs-col[-uniform]",
+            vec![1, 2, 3, 4, 6, 8],
+            "per-input-column scale, one LUT",
+            vec!["pal4-pcs-col", "pal4-pcs-col@f16"],
+        ),
         ("pal{n}-pcs-row[-uniform]", vec![1, 2, 3, 4, 6, 8], "per-output-row scale, one LUT", vec!["pal4-pcs-row"]),
         ("a8-pt-asym-ao", vec![8], "per token", vec!["a8-pt-asym-ao", "a8-pt-asym-ao@bf16"]),
         ("a8-pt-asym-ao-i8w", vec![8], "per token", vec!["a8-pt-asym-ao-i8w"]),
         ("a8-pt-asym-decomp", vec![8], "per token", vec!["a8-pt-asym-decomp"]),
         ("a8-pt-asym-etport", vec![8], "per token", vec!["a8-pt-asym-etport"]),
         ("a8-pt-asym-xnn", vec![8], "per token", vec!["a8-pt-asym-xnn"]),
-        ("a8-pt-asym-vk[-away][-zp{i8|f32|f16}]", vec![8], "per token", vec!["a8-pt-asym-vk", "a8-pt-asym-vk-away-zpf32@f16"]),
-        ("8da4w[g{G}]-ao", vec![4, 8], "weights g{G} (default 32), activations per token", vec!["8da4w-ao", "8da4wg128-ao@bf16"]),
+        (
+            "a8-pt-asym-vk[-away][-zp{i8|f32|f16}]",
+            vec![8],
+            "per token",
+            vec!["a8-pt-asym-vk", "a8-pt-asym-vk-away-zpf32@f16"],
+        ),
+        (
+            "8da4w[g{G}]-ao",
+            vec![4, 8],
+            "weights g{G} (default 32), activations per token",
+            vec!["8da4w-ao", "8da4wg128-ao@bf16"],
+        ),
         ("8da4w[g{G}]-xnn", vec![4, 8], "weights g{G} (default 32), activations per token", vec!["8da4w-xnn"]),
         (
             "8da4w[g{G}]-vk[-zp{i8|f32|f16}]",
@@ -355,7 +397,9 @@ pub fn families() -> Vec<FamilyInfo> {
 fn packing_str(p: Packing) -> String {
     use crate::pack::Nibbles;
     match p {
-        Packing::Unpacked { bits, signed } => format!("unpacked int8 per code ({bits}-bit {})", if signed { "signed" } else { "unsigned" }),
+        Packing::Unpacked { bits, signed } => {
+            format!("unpacked int8 per code ({bits}-bit {})", if signed { "signed" } else { "unsigned" })
+        }
         Packing::Nibbles(Nibbles::LnEvenOb) => "nibbles LN=even, offset-binary (q+8)".into(),
         Packing::Nibbles(Nibbles::LnEvenTc) => "nibbles LN=even, two's complement".into(),
         Packing::Bitstream { bits, signed } => {
@@ -403,7 +447,11 @@ pub fn params(s: &Scheme) -> SchemeParams {
                 affine::ZpRule::FloatMin { mid } => format!("float zero z = min + s*{mid}; q = u - {mid}"),
             },
             eps_rule: match p.eps {
-                Some(_) => format!("{} ({})", p.eps_label, if p.eps_at == affine::EpsAt::Scale { "on the scale" } else { "on the range" }),
+                Some(_) => format!(
+                    "{} ({})",
+                    p.eps_label,
+                    if p.eps_at == affine::EpsAt::Scale { "on the scale" } else { "on the range" }
+                ),
                 None => p.eps_label.into(),
             },
             stored_scale_dtype: p.stored_scale,
@@ -459,7 +507,10 @@ pub fn params(s: &Scheme) -> SchemeParams {
             "coreai-opt symmetric_with_clipping through torchao's formula (schemes.md 2.5)",
             "fake-quant division form",
         ),
-        Family::Sym8 { .. } => from_affine("fbgemm/mslk int4_row_quantize (schemes.md 1.8)", "amax/8 on [-8,7]; scales (K/G, N) in storage"),
+        Family::Sym8 { .. } => from_affine(
+            "fbgemm/mslk int4_row_quantize (schemes.md 1.8)",
+            "amax/8 on [-8,7]; scales (K/G, N) in storage",
+        ),
         Family::Fzp { .. } => from_affine(
             "torchao Int4Tensor / mslk int4_row_quantize_zp (schemes.md 1.8)",
             "true min/max (zero not included); scale and zero stored in the input dtype, (K/G, N) in storage",
@@ -542,7 +593,11 @@ pub fn params(s: &Scheme) -> SchemeParams {
             "scale stored in DTYPE (fp16 in half mode), zero-point chosen with the fp32 scale",
         ),
         Family::Mlx { bits, group, gpu } => custom(
-            if gpu { "MLX Metal/CUDA affine_quantize (schemes.md 3.1)" } else { "MLX CPU affine quantize (schemes.md 3.1)" },
+            if gpu {
+                "MLX Metal/CUDA affine_quantize (schemes.md 3.1)"
+            } else {
+                "MLX CPU affine quantize (schemes.md 3.1)"
+            },
             0,
             (1 << bits) - 1,
             bits,
@@ -558,7 +613,11 @@ pub fn params(s: &Scheme) -> SchemeParams {
             "dequant scale*q + bias in T",
         ),
         Family::Q4_0 { fused, gguf_py } => custom(
-            if gguf_py { "gguf-py quants.Q4_0 (numpy; schemes.md 4.1)" } else { "ggml quantize_row_q4_0_ref (schemes.md 4.1)" },
+            if gguf_py {
+                "gguf-py quants.Q4_0 (numpy; schemes.md 4.1)"
+            } else {
+                "ggml quantize_row_q4_0_ref (schemes.md 4.1)"
+            },
             -8,
             7,
             4,
@@ -571,7 +630,11 @@ pub fn params(s: &Scheme) -> SchemeParams {
             "d = max/-8 of the signed max-|x| element; id = 0 when d = 0",
             DType::F16,
             false,
-            if gguf_py { "argmax takes x[0] of an all-zero block: d = -0.0/-8 = +0.0 where C ggml stores -0.0" } else { "" },
+            if gguf_py {
+                "argmax takes x[0] of an all-zero block: d = -0.0/-8 = +0.0 where C ggml stores -0.0"
+            } else {
+                ""
+            },
         ),
         Family::Q4_1 { fused } => custom(
             "ggml quantize_row_q4_1_ref (schemes.md 4.2)",

@@ -39,8 +39,11 @@ pub fn kmeans_1d(values: &[f64], k: usize) -> Vec<f64> {
             sums[j] += x;
             counts[j] += 1;
         }
-        let next: Vec<f64> =
-            c.iter().enumerate().map(|(i, &old)| if counts[i] > 0 { sums[i] / counts[i] as f64 } else { old }).collect();
+        let next: Vec<f64> = c
+            .iter()
+            .enumerate()
+            .map(|(i, &old)| if counts[i] > 0 { sums[i] / counts[i] as f64 } else { old })
+            .collect();
         if next == c {
             break;
         }
@@ -102,7 +105,12 @@ pub fn quantize(s: &Scheme, x: &Matrix, given_lut: Option<&[f32]>) -> Result<Qua
         LutGranularity::Tensor => rows,
         LutGranularity::GroupedChannels(c) => {
             if c == 0 || rows % c != 0 {
-                return Err(RefError::GroupSize { op: s.to_string(), group: c, axis: "rows (output channels)".into(), len: rows });
+                return Err(RefError::GroupSize {
+                    op: s.to_string(),
+                    group: c,
+                    axis: "rows (output channels)".into(),
+                    len: rows,
+                });
             }
             c
         }
@@ -198,7 +206,12 @@ pub fn dequantize(s: &Scheme, q: &Quantized) -> Result<Vec<f32>> {
             let i = r * cols + c;
             let idx = q.q[i] as usize;
             if idx >= levels {
-                return Err(RefError::BadValue { op: s.to_string(), what: "index".into(), index: i, value: idx as f64 });
+                return Err(RefError::BadValue {
+                    op: s.to_string(),
+                    what: "index".into(),
+                    index: i,
+                    value: idx as f64,
+                });
             }
             let v = lut[g * levels + idx] as f64;
             out[i] = match pcs {
