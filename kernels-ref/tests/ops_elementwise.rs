@@ -5,34 +5,8 @@ use kernels_ref::ops::{embedding, rmsnorm, silu, swiglu};
 use kernels_ref::RefError;
 use ndarray::{arr1, Array1, Array2, Array3};
 
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn matrix(&mut self, r: usize, c: usize, scale: f32) -> Array2<f32> {
-        Array2::from_shape_simple_fn((r, c), || self.uniform() * scale)
-    }
-}
-
-fn ulps(a: f32, b: f32) -> u64 {
-    let ord = |x: f32| {
-        let b = x.to_bits();
-        if b >> 31 == 1 {
-            -i64::from(b & 0x7fff_ffff)
-        } else {
-            i64::from(b)
-        }
-    };
-    ord(a).abs_diff(ord(b))
-}
+mod common;
+use common::{ulps, Rng};
 
 #[test]
 fn silu_exact_values() {

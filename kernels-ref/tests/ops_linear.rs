@@ -6,52 +6,8 @@ use kernels_ref::RefError;
 use ndarray::{s, Array1, Array2};
 use proptest::prelude::*;
 
-/// SplitMix64: a tiny deterministic generator, so failures replay from the seed.
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1), times 2^e for e in [-12, 12]: wide magnitudes make f64 sums round,
-    /// so any change of summation order shows up in the bits.
-    fn wide(&mut self) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-        let e = (self.next_u64() % 25) as i32 - 12;
-        u * 2f32.powi(e)
-    }
-    fn matrix(&mut self, r: usize, c: usize) -> Array2<f32> {
-        Array2::from_shape_simple_fn((r, c), || self.wide())
-    }
-    /// `x [m, k]`, `w [n, k]` uniform in [-1, 1), except for up to three column pairs
-    /// `k1 < k2` where `x[i, k1] = ±2^40 = -x[i, k2]` and `w[j, k1] = w[j, k2]`. The huge
-    /// products cancel exactly in the full sum, but the partial sums between `k1` and `k2`
-    /// absorb the small products with rounding errors far above the result's f32 resolution:
-    /// any other summation order gives other bits.
-    fn cancelling_pair(&mut self, m: usize, n: usize, k: usize) -> (Array2<f32>, Array2<f32>) {
-        let mut uniform = || (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-        let mut x = Array2::from_shape_simple_fn((m, k), &mut uniform);
-        let mut w = Array2::from_shape_simple_fn((n, k), &mut uniform);
-        if k >= 2 {
-            for _ in 0..3 {
-                let k1 = (self.next_u64() % (k as u64 - 1)) as usize;
-                let k2 = k1 + 1 + (self.next_u64() % (k - k1 - 1) as u64) as usize;
-                for i in 0..m {
-                    let big = if self.next_u64() % 2 == 0 { 2f32.powi(40) } else { -(2f32.powi(40)) };
-                    x[[i, k1]] = big;
-                    x[[i, k2]] = -big;
-                }
-                for j in 0..n {
-                    w[[j, k2]] = w[[j, k1]];
-                }
-            }
-        }
-        (x, w)
-    }
-}
+mod common;
+use common::Rng;
 
 /// The definition: per element one f64 accumulator, k ascending, + bias, rounded once.
 fn naive(x: &Array2<f32>, w_nk: &Array2<f32>, bias: Option<&Array1<f32>>) -> Array2<f32> {
@@ -95,7 +51,7 @@ proptest! {
         let (x, w) = if cancel {
             rng.cancelling_pair(m, n, k)
         } else {
-            (rng.matrix(m, k), rng.matrix(n, k))
+            (rng.wide_matrix(m, k), rng.wide_matrix(n, k))
         };
         let bias = with_bias.then(|| Array1::from_shape_simple_fn(n, || rng.wide()));
         let want = naive(&x, &w, bias.as_ref());
@@ -181,8 +137,8 @@ fn small_integer_inputs_give_exact_results() {
 #[test]
 fn matmul_and_linear_agree() {
     let mut rng = Rng(5);
-    let a = rng.matrix(9, 70);
-    let w = rng.matrix(33, 70);
+    let a = rng.wide_matrix(9, 70);
+    let w = rng.wide_matrix(33, 70);
     assert_bits_eq(&matmul(a.view(), w.t()).unwrap(), &linear(a.view(), w.view(), None).unwrap(), "matmul vs linear");
 }
 
@@ -191,14 +147,14 @@ fn matmul_and_linear_agree() {
 #[test]
 fn strided_views_give_the_same_bits() {
     let mut rng = Rng(9);
-    let big_x = rng.matrix(10, 64);
+    let big_x = rng.wide_matrix(10, 64);
     let x = big_x.slice(s![.., ..;2]);
-    let w = rng.matrix(20, 32);
+    let w = rng.wide_matrix(20, 32);
     let want = linear(x.to_owned().view(), w.view(), None).unwrap();
     assert_bits_eq(&linear(x, w.view(), None).unwrap(), &want, "strided x");
     let xt = x.t().as_standard_layout().to_owned();
     assert_bits_eq(&linear(xt.t(), w.view(), None).unwrap(), &want, "transposed x");
-    let big_w = rng.matrix(20, 64);
+    let big_w = rng.wide_matrix(20, 64);
     let w_str = big_w.slice(s![.., ..;2]);
     let want = naive(&x.to_owned(), &w_str.to_owned(), None);
     assert_bits_eq(&linear(x, w_str, None).unwrap(), &want, "strided w");

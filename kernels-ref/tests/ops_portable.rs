@@ -7,38 +7,8 @@
 use kernels_ref::ops::{linear, matmul};
 use ndarray::Array2;
 
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    /// Uniform values with a few exactly cancelling ±2^40 column pairs, which make the
-    /// summation order visible in the f32 result (see `ops_linear.rs`).
-    fn cancelling_pair(&mut self, m: usize, n: usize, k: usize) -> (Array2<f32>, Array2<f32>) {
-        let mut x = Array2::from_shape_simple_fn((m, k), || self.uniform());
-        let mut w = Array2::from_shape_simple_fn((n, k), || self.uniform());
-        for _ in 0..3 {
-            let k1 = (self.next_u64() % (k as u64 - 1)) as usize;
-            let k2 = k1 + 1 + (self.next_u64() % (k - k1 - 1) as u64) as usize;
-            for i in 0..m {
-                let big = if self.next_u64() % 2 == 0 { 2f32.powi(40) } else { -(2f32.powi(40)) };
-                x[[i, k1]] = big;
-                x[[i, k2]] = -big;
-            }
-            for j in 0..n {
-                w[[j, k2]] = w[[j, k1]];
-            }
-        }
-        (x, w)
-    }
-}
+mod common;
+use common::Rng;
 
 fn naive(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f32> {
     let k = x.ncols();
