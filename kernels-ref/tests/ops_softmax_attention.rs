@@ -9,8 +9,6 @@ use ndarray::{s, Array2};
 mod common;
 use common::{ulps, Rng};
 
-/// Distance in units in the last place between two finite f32 values (0 for +0 vs -0).
-
 fn assert_bits_eq(got: &Array2<f32>, want: &Array2<f32>, what: &str) {
     assert_eq!(got.dim(), want.dim(), "{what}: shape");
     for ((idx, g), w) in got.indexed_iter().zip(want.iter()) {
