@@ -486,3 +486,22 @@ fn every_weight_scheme_packs_its_codes() -> Result<(), RefError> {
     }
     Ok(())
 }
+
+#[test]
+fn q4_k_with_an_fp16_overflowing_scale_packs_and_unpacks() {
+    // A super-block spanning ~2e8 has max_scale/63 beyond fp16's max: d is stored as +inf.
+    let mut data = vec![0f32; 256];
+    for (i, v) in data.iter_mut().enumerate() {
+        *v = (i as f32 - 128.0) * 1.0e6;
+    }
+    let s: Scheme = "q4_K".parse().unwrap();
+    let q = s.quantize(&Matrix::new(1, 256, data).unwrap()).unwrap();
+    let raw: Q4KRaw = serde_json::from_value(q.extra.clone().unwrap()).unwrap();
+    assert!(raw.d[0].is_infinite() || raw.dmin[0].is_infinite(), "d = {}, dmin = {}", raw.d[0], raw.dmin[0]);
+    let bytes = pack(Packing::GgmlQ4K, &q).unwrap();
+    let mut back = blank("q4_K", 1, 256);
+    unpack(Packing::GgmlQ4K, &bytes, &mut back).unwrap();
+    assert_eq!(back.q, q.q);
+    let b: Q4KRaw = serde_json::from_value(back.extra.unwrap()).unwrap();
+    assert_eq!((b.d[0].to_bits(), b.dmin[0].to_bits()), (raw.d[0].to_bits(), raw.dmin[0].to_bits()));
+}

@@ -140,7 +140,9 @@ proptest! {
 
     #[test]
     fn q4k_roundtrip(rows in 0usize..=2, sblocks in 0usize..=2, seed in any::<u64>(),
-                     d in vec(fp16_finite(), 4), dmin in vec(fp16_finite(), 4),
+                     // ±inf included: fp16 d/dmin overflow for ranges above ~6e7 and must survive `extra`.
+                     d in vec(fp16_any().prop_filter("not NaN", |v| !v.is_nan()), 4),
+                     dmin in vec(fp16_any().prop_filter("not NaN", |v| !v.is_nan()), 4),
                      sc in vec(0u8..64, 32), m in vec(0u8..64, 32)) {
         let (cols, nsb) = (256 * sblocks, rows * sblocks);
         let mut state = seed;

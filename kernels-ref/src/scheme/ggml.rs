@@ -27,17 +27,61 @@ fn fp16(x: f32) -> f32 {
 }
 
 /// Raw Q4_K storage of one tensor: fp16 `d`/`dmin` per super-block (as f32) and the 6-bit
-/// `sc`/`m` per 32-element sub-block.
+/// `sc`/`m` per 32-element sub-block. `d`/`dmin` overflow fp16 to ±inf for value ranges above
+/// about 6e7; JSON has no infinity, so those are written as the strings `"Infinity"` /
+/// `"-Infinity"` (and `"NaN"`) and read back exactly.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Q4KRaw {
     /// Super-block scale `d` (fp16 value as f32), one per 256 elements.
+    #[serde(with = "nonfinite_f32")]
     pub d: Vec<f32>,
     /// Super-block min scale `dmin` (fp16 value as f32).
+    #[serde(with = "nonfinite_f32")]
     pub dmin: Vec<f32>,
     /// 6-bit sub-block scales, one per 32 elements.
     pub sc: Vec<u8>,
     /// 6-bit sub-block mins, one per 32 elements.
     pub m: Vec<u8>,
+}
+
+/// Serde for `Vec<f32>` that keeps ±inf and NaN (as strings), which plain JSON numbers cannot.
+mod nonfinite_f32 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum F {
+        Num(f32),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        let items: Vec<F> = v
+            .iter()
+            .map(|&x| match x {
+                x if x.is_finite() => F::Num(x),
+                x if x.is_nan() => F::Text("NaN".into()),
+                x if x > 0.0 => F::Text("Infinity".into()),
+                _ => F::Text("-Infinity".into()),
+            })
+            .collect();
+        items.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Vec::<F>::deserialize(d)?
+            .into_iter()
+            .map(|f| match f {
+                F::Num(x) => Ok(x),
+                F::Text(t) => match t.as_str() {
+                    "Infinity" => Ok(f32::INFINITY),
+                    "-Infinity" => Ok(f32::NEG_INFINITY),
+                    "NaN" => Ok(f32::NAN),
+                    other => Err(serde::de::Error::custom(format!("`{other}` is not an f32"))),
+                },
+            })
+            .collect()
+    }
 }
 
 /// Quantize with a ggml block format.
