@@ -156,6 +156,27 @@ impl AffineParams {
                 dequant: DequantRule::IntZp,
             }
         };
+        // coremltools `linear_quantize_weights`: `(vmax − vmin)/(qmax − qmin)` and `rne(W ⊘ s)` in the
+        // weight dtype, no eps (an all-zero block stores scale 0, codes 0, zp 0).
+        let coreml = |qmin: i32, qmax: i32, gran: Granularity, range: RangeRule, zp_rule: ZpRule| AffineParams {
+            qmin,
+            qmax,
+            gran,
+            arith: t,
+            range,
+            scale_rule: ScaleRule::Span,
+            eps: None,
+            eps_at: EpsAt::Scale,
+            eps_label: "none (an all-zero block stores scale 0, codes 0, zp 0)",
+            zp_rule,
+            quant_arith: t,
+            op_form: OpForm::Div,
+            round: RoundMode::Rne,
+            round_before_zp: true,
+            stored_scale: t,
+            quantize_with_stored_scale: false,
+            dequant: DequantRule::IntZp,
+        };
         Ok(match s.family {
             Family::Torchao { bits, gran, mapping } => {
                 ao(bits, gran, mapping, t.smallest_normal(), "smallest_normal(T)")
@@ -182,54 +203,19 @@ impl AffineParams {
             Family::SymClip { bits, gran, flavor } => {
                 let qmax = (1 << (bits - 1)) - 1;
                 match flavor {
-                    ClipFlavor::Coreml => AffineParams {
+                    ClipFlavor::Coreml => coreml(-qmax, qmax, gran, RangeRule::SymAbs, ZpRule::None),
+                    ClipFlavor::Coreai => AffineParams {
                         qmin: -qmax,
                         qmax,
-                        gran,
-                        arith: t,
-                        range: RangeRule::SymAbs,
-                        scale_rule: ScaleRule::Span,
-                        eps: None,
-                        eps_at: EpsAt::Scale,
-                        eps_label: "none (an all-zero block stores scale 0, codes 0)",
-                        zp_rule: ZpRule::None,
-                        quant_arith: t,
-                        op_form: OpForm::Div,
-                        round: RoundMode::Rne,
-                        round_before_zp: true,
-                        stored_scale: t,
-                        quantize_with_stored_scale: false,
-                        dequant: DequantRule::IntZp,
-                    },
-                    ClipFlavor::Coreai => AffineParams {
                         scale_rule: ScaleRule::AbsMaxOver(qmax as f64),
                         op_form: OpForm::Div,
                         ..ao(bits, gran, AoMapping::Sym, DType::F32.epsilon(), "finfo(f32).eps = 2^-23")
-                    }
-                    .with_range(-qmax, qmax),
+                    },
                 }
             }
             Family::CoremlAsym { bits, gran } => {
                 let (qmin, qmax) = signed_range(bits);
-                AffineParams {
-                    qmin,
-                    qmax,
-                    gran,
-                    arith: t,
-                    range: RangeRule::IncludeZero,
-                    scale_rule: ScaleRule::Span,
-                    eps: None,
-                    eps_at: EpsAt::Scale,
-                    eps_label: "none (an all-zero block stores scale 0, codes 0, zp 0)",
-                    zp_rule: ZpRule::CoremlLinear,
-                    quant_arith: t,
-                    op_form: OpForm::Div,
-                    round: RoundMode::Rne,
-                    round_before_zp: true,
-                    stored_scale: t,
-                    quantize_with_stored_scale: false,
-                    dequant: DequantRule::IntZp,
-                }
+                coreml(qmin, qmax, gran, RangeRule::IncludeZero, ZpRule::CoremlLinear)
             }
             Family::Sym8 { group } => AffineParams {
                 qmin: -8,
@@ -276,12 +262,6 @@ impl AffineParams {
                 ))
             }
         })
-    }
-
-    fn with_range(mut self, qmin: i32, qmax: i32) -> Self {
-        self.qmin = qmin;
-        self.qmax = qmax;
-        self
     }
 
     /// Choose `(quantize-time scale, zero-point or float offset)` for one group of values that are
