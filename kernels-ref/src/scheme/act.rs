@@ -181,15 +181,16 @@ pub fn quantize(s: &Scheme, x: &Matrix) -> Result<Quantized> {
 
 /// `(q − zp)·s` rounded once to T (the product of a 9-bit integer and the stored scale is exact in
 /// f64, so this is each framework's single rounding).
-pub fn dequantize(s: &Scheme, q: &Quantized) -> Vec<f32> {
+pub fn dequantize(s: &Scheme, q: &Quantized) -> Result<Vec<f32>> {
     let Family::Act { flavor, .. } = s.family else { unreachable!("act::dequantize on {s}") };
     if matches!(flavor, ActFlavor::Ao | ActFlavor::AoI8w) {
-        return super::affine::AffineParams::for_scheme(s).map(|p| p.dequantize(q)).unwrap_or_default();
+        return Ok(super::affine::AffineParams::for_scheme(s)?.dequantize(q));
     }
     let t = s.dtype;
     let cols = q.shape[1];
     let zps = q.zero_points.as_deref().unwrap_or(&[]);
-    q.q.iter()
+    Ok(q.q
+        .iter()
         .enumerate()
         .map(|(i, &c)| {
             let r = i / cols;
@@ -197,5 +198,5 @@ pub fn dequantize(s: &Scheme, q: &Quantized) -> Vec<f32> {
             let z = zps.get(r).copied().unwrap_or(0.0) as f64;
             t.round((c as f64 - z) * sc) as f32
         })
-        .collect()
+        .collect())
 }

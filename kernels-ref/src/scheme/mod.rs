@@ -351,7 +351,7 @@ impl Scheme {
                 Ok(ggml::dequantize(self, q))
             }
             Family::Pal { .. } => pal::dequantize(self, q),
-            Family::Act { .. } => Ok(act::dequantize(self, q)),
+            Family::Act { .. } => act::dequantize(self, q),
         }
     }
 
