@@ -454,8 +454,7 @@ pub(crate) fn group_indices(
     rows: usize,
     cols: usize,
 ) -> Vec<(usize, std::ops::Range<usize>, usize)> {
-    // (qparam index, first element, stride pattern) is overkill for our three shapes: a group is
-    // either a contiguous run within a row, a whole row, or the whole tensor, so a range suffices.
+    // A group is a contiguous run within a row, a whole row, or the whole tensor: a range suffices.
     match gran {
         Granularity::Group(g) => {
             let per_row = cols / g;
