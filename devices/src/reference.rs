@@ -59,10 +59,10 @@ pub fn op_applies(op: Op, scheme: &Scheme) -> Support {
             Support::no("activation schemes are quantized at run time, per token: use the act_quant op")
         }
         Op::Dequantize | Op::Embedding | Op::Linear if act_only => {
-            Support::no(format!("{scheme} is an activation scheme: it has no stored weights to {op}"))
+            Support::no("an activation scheme has no stored weights: it is checked by the act_quant op")
         }
         Op::ActQuant if scheme.activation_scheme().is_none() => {
-            Support::no(format!("{scheme} is a weight-only scheme: it does not quantize activations"))
+            Support::no("a weight-only scheme does not quantize activations")
         }
         _ => Support::Supported,
     }

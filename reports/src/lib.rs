@@ -1,1 +1,250 @@
-//! placeholder
+//! qdiff's results schema (`results.json`, schema_version 1 of cli.md) and, later, its renderings
+//! (HTML, Markdown card, JUnit XML). This crate knows nothing of how results were made: the types
+//! here are plain data with serde.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The schema version written in every `results.json`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A whole `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Provenance of the run.
+    pub run: RunInfo,
+    /// Devices involved, with drivers and probed capabilities.
+    pub devices: Vec<DeviceEntry>,
+    /// Counts of op-case verdicts.
+    pub summary: Summary,
+    /// One entry per op case (per device).
+    pub op_results: Vec<OpResult>,
+    /// Model evaluation results.
+    #[serde(default)]
+    pub model_results: Vec<serde_json::Value>,
+    /// Benchmark results.
+    #[serde(default)]
+    pub bench_results: Vec<serde_json::Value>,
+    /// Regressions against a baseline.
+    #[serde(default)]
+    pub regressions: Vec<serde_json::Value>,
+}
+
+/// Provenance of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// qdiff's version.
+    pub qdiff_version: String,
+    /// The git commit qdiff was built from (`unknown` outside a checkout).
+    pub git_commit: String,
+    /// RFC 3339 UTC start time.
+    pub started_at: String,
+    /// Host name.
+    pub host: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// `K/N`.
+    pub shard: String,
+    /// The command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// A device as recorded in results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// `cpu`, `vulkan:0`, ...
+    pub id: String,
+    /// `ref`, `cpu`, `vulkan`, `metal`.
+    pub kind: String,
+    /// Adapter or CPU name.
+    pub name: String,
+    /// Driver and version.
+    pub driver: String,
+    /// Capabilities and probed properties.
+    pub features: BTreeMap<String, serde_json::Value>,
+}
+
+/// A verdict of one op case on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every output bit-identical to the exact emulation.
+    Exact,
+    /// Integer and side outputs exact; float values within the tolerance the numerics allow.
+    WithinTolerance,
+    /// Something beyond tolerance, or an integer output that differs.
+    Mismatch,
+    /// The device failed to run the case (compile error, device lost, poisoned output).
+    Error,
+    /// The device process died.
+    Crash,
+    /// The device does not run this combination (the note says why).
+    Unsupported,
+}
+
+impl Verdict {
+    /// Every verdict, best first.
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Exact,
+        Verdict::WithinTolerance,
+        Verdict::Mismatch,
+        Verdict::Error,
+        Verdict::Crash,
+        Verdict::Unsupported,
+    ];
+    /// The schema name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Exact => "exact",
+            Verdict::WithinTolerance => "within_tolerance",
+            Verdict::Mismatch => "mismatch",
+            Verdict::Error => "error",
+            Verdict::Crash => "crash",
+            Verdict::Unsupported => "unsupported",
+        }
+    }
+    /// Whether this verdict makes a run fall short (exit 1).
+    pub fn falls_short(self) -> bool {
+        matches!(self, Verdict::Mismatch | Verdict::Error | Verdict::Crash)
+    }
+}
+
+/// Counts of verdicts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// All op results.
+    pub op_cases: u64,
+    /// `exact`.
+    pub exact: u64,
+    /// `within_tolerance`.
+    pub within_tolerance: u64,
+    /// `mismatch`.
+    pub mismatch: u64,
+    /// `error`.
+    pub error: u64,
+    /// `crash`.
+    pub crash: u64,
+    /// `unsupported`.
+    pub unsupported: u64,
+}
+
+impl Summary {
+    /// Count one verdict.
+    pub fn add(&mut self, v: Verdict) {
+        self.op_cases += 1;
+        *match v {
+            Verdict::Exact => &mut self.exact,
+            Verdict::WithinTolerance => &mut self.within_tolerance,
+            Verdict::Mismatch => &mut self.mismatch,
+            Verdict::Error => &mut self.error,
+            Verdict::Crash => &mut self.crash,
+            Verdict::Unsupported => &mut self.unsupported,
+        } += 1;
+    }
+    /// Whether anything fell short.
+    pub fn falls_short(&self) -> bool {
+        self.mismatch + self.error + self.crash > 0
+    }
+}
+
+/// Comparison metrics of one op case (cli.md, plus qdiff additions marked below).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Fraction of float values bit-identical to the exact emulation.
+    pub bit_exact_fraction: f64,
+    /// Largest distance from the exact emulation in units in the last place of the compute dtype.
+    pub max_ulp: f64,
+    /// Largest absolute error against the fp32 truth (what the scheme costs).
+    pub max_abs_err: f64,
+    /// Normalised mean squared error against the fp32 truth.
+    pub nmse: f64,
+    /// Cosine similarity with the fp32 truth.
+    pub cosine: f64,
+    /// Integer outputs (codes, zero-points, accumulators) that differ from the exact emulation.
+    pub int_mismatches: u64,
+    /// (qdiff addition) Float side outputs (stored scales, zero-points, LUTs) not bit-identical.
+    #[serde(default)]
+    pub side_mismatches: u64,
+    /// (qdiff addition) Largest `|found − expected| / tolerance` over the float values (≤ 1 is
+    /// within tolerance; 0 when bit-exact).
+    #[serde(default)]
+    pub tolerance_ratio: f64,
+}
+
+/// One op case on one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpResult {
+    /// Stable id of the case (the same case on every device shares it).
+    pub case_id: String,
+    /// The op.
+    pub op: String,
+    /// The scheme name.
+    pub scheme: String,
+    /// The device id.
+    pub device: String,
+    /// The device-side variant.
+    pub variant: serde_json::Value,
+    /// The main shape (`[N, K]`, `[M, N, K]` for linear, `[M, K]` for act_quant).
+    pub shape: Vec<usize>,
+    /// The case seed.
+    pub seed: u64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Metrics (absent for `unsupported` and `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// Why: the unsupported reason, the error, the first mismatching output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The injected fault, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject: Option<String>,
+    /// Device time of the case, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_seconds: Option<f64>,
+    /// Relative path of the case file written for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_file: Option<String>,
+}
+
+/// Errors writing or reading results.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// I/O on a path.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// JSON that does not parse as results.
+    #[error("{path}: {source}")]
+    Json { path: String, source: serde_json::Error },
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so a
+/// reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io { path: path.display().to_string(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp =
+        dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+impl Results {
+    /// Write as pretty JSON, atomically.
+    pub fn write(&self, path: &Path) -> Result<(), ReportError> {
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|source| ReportError::Json { path: path.display().to_string(), source })?;
+        write_atomic(path, &text)
+    }
+    /// Read and parse.
+    pub fn read(path: &Path) -> Result<Results, ReportError> {
+        let text =
+            std::fs::read(path).map_err(|source| ReportError::Io { path: path.display().to_string(), source })?;
+        serde_json::from_slice(&text).map_err(|source| ReportError::Json { path: path.display().to_string(), source })
+    }
+}
