@@ -113,3 +113,16 @@ pub fn golden_files() -> Vec<(String, GoldenFile)> {
 pub fn bits(v: impl IntoIterator<Item = f64>) -> Vec<u32> {
     v.into_iter().map(|x| (x as f32).to_bits()).collect()
 }
+
+/// A fresh, empty scratch folder under the target directory (removed first if it exists).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = repo_root().join("target").join("e2e-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().expect("scratch has a parent")).expect("create scratch parent");
+    dir
+}
+
+/// Whether a Vulkan adapter is needed by this run (`QDIFF_REQUIRE_VULKAN=1`, set by `.ci/run`).
+pub fn vulkan_required() -> bool {
+    std::env::var("QDIFF_REQUIRE_VULKAN").is_ok_and(|v| v == "1")
+}

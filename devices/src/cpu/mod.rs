@@ -1,28 +1,50 @@
-//! The `cpu` runner (being written in this change).
-use crate::case::{Op, OpCase, Outputs, Variant};
-use crate::device::{Device, DeviceError, DeviceInfo, DeviceKind, Support};
-use kernels_ref::scheme::Scheme;
-use std::collections::BTreeMap;
+//! The `cpu` runner: qdiff's production-like quantized CPU kernels, deliberately not the
+//! reference's arithmetic.
+//!
+//! Weights are packed once per case into the scheme's own storage layout and decoded inside
+//! the kernels (`storage`); each framework's dequantization (`dequant`), export-time
+//! quantizer (`quantize`, `ggml`) and dynamic activation quantizer (`act`) runs in its own
+//! dtypes and order of operations, in fp32 with a rounding to fp16/bf16 after every operation
+//! where the framework computes in half precision (`num`); the GEMMs (`linear`) accumulate
+//! the way the framework does (fp32, T, or i32 per group for 8da4w). Work is split with rayon
+//! over rows, groups or tiles of output channels, each output computed by one task in a fixed
+//! order, so the bits never depend on the thread count. The deliberate faults a case can ask
+//! for live in `faults`; the device's self-description in `info`; how work is split in `par`.
 
-/// qdiff's production-like CPU kernels.
+mod act;
+mod dequant;
+mod faults;
+mod ggml;
+mod info;
+mod linear;
+mod num;
+mod par;
+mod quantize;
+mod storage;
+
+use crate::case::{Op, OpCase, Outputs, Storage, Timing, TimingMethod, Variant};
+use crate::device::{need, Device, DeviceError, DeviceInfo, Support};
+use crate::reference::{check_linear_shapes, op_applies, quantized_outputs};
+use faults::Faults;
+use kernels_ref::dtype::DType;
+use kernels_ref::scheme::{Family, LutMode, Scheme};
+use linear::Accum;
+use std::time::Instant;
+use storage::PackedWeights;
+
+/// The device id.
+const DEVICE: &str = "cpu";
+
+/// qdiff's production-like CPU kernels (see the module docs).
 #[derive(Debug)]
 pub struct CpuDevice {
     info: DeviceInfo,
 }
 
 impl CpuDevice {
-    /// The cpu device.
+    /// The cpu device, with the CPU model, thread count and SIMD features probed.
     pub fn new() -> Self {
-        CpuDevice {
-            info: DeviceInfo {
-                id: "cpu".into(),
-                kind: DeviceKind::Cpu,
-                name: "cpu".into(),
-                driver: env!("CARGO_PKG_VERSION").into(),
-                backend: "native".into(),
-                features: BTreeMap::new(),
-            },
-        }
+        CpuDevice { info: info::probe() }
     }
 }
 
@@ -32,19 +54,126 @@ impl Default for CpuDevice {
     }
 }
 
+/// A [`DeviceError::BadCase`] for `case`.
+pub(crate) fn bad_case(case: &OpCase, detail: String) -> DeviceError {
+    DeviceError::BadCase { op: case.op, scheme: case.scheme.to_string(), detail }
+}
+
+/// The accumulation of the weight-only linear of a scheme: MLX's CPU kernels accumulate in T,
+/// everything else in fp32 (PyTorch opmath for torchao and fbgemm tensors; ggml's float path;
+/// the Core ML runtime is closed source, so its CPU path is taken to be fp32 as well).
+fn weight_only_accum(scheme: &Scheme) -> Accum {
+    match scheme.family {
+        Family::Mlx { .. } => Accum::InT,
+        _ => Accum::F32,
+    }
+}
+
 impl Device for CpuDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
     }
-    fn supports(&self, _op: Op, _scheme: &Scheme, _variant: &Variant) -> Support {
-        Support::no("the cpu runner is being written")
+
+    fn supports(&self, op: Op, scheme: &Scheme, variant: &Variant) -> Support {
+        let applies = op_applies(op, scheme);
+        if !applies.is_supported() {
+            return applies;
+        }
+        if variant.storage == Storage::Texture {
+            return Support::no(
+                "texture storage is a GPU notion (sampled/storage images); the cpu keeps weights and qparams in host memory buffers",
+            );
+        }
+        if !variant.texel_formats.is_empty() {
+            return Support::no("texel formats describe GPU texture bindings; the cpu binds no textures");
+        }
+        if scheme.dtype == DType::F64 {
+            return Support::no(
+                "no framework computes these schemes in f64; the cpu kernels compute in f32, f16 or bf16",
+            );
+        }
+        if let (Op::Quantize, Family::Pal { mode: LutMode::Kmeans, .. }) = (op, scheme.family) {
+            return Support::no(
+                "the LUT is built offline by the framework's k-means (sklearn k-means++ or kmeans1d, not reproducible across versions); a device only looks it up (dequantize, linear and embedding take the LUT as given)",
+            );
+        }
+        Support::Supported
     }
+
     fn run(&mut self, case: &OpCase) -> Result<Outputs, DeviceError> {
-        Err(DeviceError::Unsupported {
-            device: "cpu".into(),
-            op: case.op,
-            scheme: case.scheme.to_string(),
-            reason: "the cpu runner is being written".into(),
-        })
+        if let Support::Unsupported(reason) = self.supports(case.op, &case.scheme, &case.variant) {
+            return Err(DeviceError::Unsupported {
+                device: DEVICE.into(),
+                op: case.op,
+                scheme: case.scheme.to_string(),
+                reason,
+            });
+        }
+        let faults = Faults::for_case(case);
+        let start = Instant::now();
+        let mut out = match case.op {
+            Op::Quantize => {
+                let w = need(case, &case.w, "w")?;
+                let q = quantize::quantize(case, w)?;
+                // The dequantized tensor goes through the same packed path a checkpoint would.
+                let packed = PackedWeights::new(case, &q)?;
+                quantized_outputs(&q, dequant::dequantize(&packed, &Faults::NONE))
+            }
+            Op::Dequantize => {
+                let packed = PackedWeights::new(case, need(case, &case.wq, "wq")?)?;
+                let values = dequant::dequantize(&packed, &faults);
+                Outputs { values, shape: vec![packed.rows, packed.cols], ..Outputs::default() }
+            }
+            Op::Embedding => {
+                let packed = PackedWeights::new(case, need(case, &case.wq, "wq")?)?;
+                let ids = need(case, &case.ids, "ids")?;
+                let values = dequant::embedding(case, &packed, ids, &faults)?;
+                Outputs { values, shape: vec![ids.len(), packed.cols], ..Outputs::default() }
+            }
+            Op::ActQuant => {
+                let x = need(case, &case.x, "x")?;
+                let scheme = case
+                    .scheme
+                    .activation_scheme()
+                    .ok_or_else(|| bad_case(case, "a weight-only scheme has no activation quantizer".into()))?;
+                let tok = act::quantize(&scheme, x, faults.zp).map_err(|e| bad_case(case, e))?;
+                let mut out = Outputs { values: tok.dequantize(), shape: vec![x.rows, x.cols], ..Outputs::default() };
+                out.ints.insert("q".into(), tok.q.iter().map(|&v| v as i64).collect());
+                if let Some(zp) = &tok.zp {
+                    out.ints.insert("zp".into(), zp.iter().map(|&v| v as i64).collect());
+                }
+                out.floats.insert("scales".into(), tok.scales);
+                out
+            }
+            Op::Linear => {
+                let x = need(case, &case.x, "x")?;
+                let wq = need(case, &case.wq, "wq")?;
+                check_linear_shapes(case, x, wq)?;
+                if x.data.len() != x.rows * x.cols {
+                    return Err(bad_case(
+                        case,
+                        format!("x is [{}, {}] but holds {} values", x.rows, x.cols, x.data.len()),
+                    ));
+                }
+                let packed = PackedWeights::new(case, wq)?;
+                match case.scheme.family {
+                    Family::W8da4w { flavor, .. } => linear::linear_8da4w(case, &packed, x, flavor, &faults)?,
+                    _ => {
+                        let values = linear::linear(&packed, x, weight_only_accum(&case.scheme), &faults);
+                        Outputs { values, shape: vec![x.rows, packed.rows], ..Outputs::default() }
+                    }
+                }
+            }
+            Op::Regroup => {
+                return Err(DeviceError::Unsupported {
+                    device: DEVICE.into(),
+                    op: case.op,
+                    scheme: case.scheme.to_string(),
+                    reason: "regroup is a host-side transform".into(),
+                })
+            }
+        };
+        out.timing = Some(Timing { seconds: start.elapsed().as_secs_f64(), method: TimingMethod::System });
+        Ok(out)
     }
 }
