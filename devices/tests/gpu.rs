@@ -638,44 +638,6 @@ fn variants_match_reference() {
     }
 }
 
-/// A rough throughput figure on this machine (not a timed assertion): small act_quant and
-/// 8da4w linear cases per second, pipelines already cached.
-#[test]
-fn rough_cases_per_second() {
-    for dev in devices() {
-        let mut dev = dev.lock().unwrap_or_else(|p| p.into_inner());
-        let lin = weight_case(Op::Linear, "8da4w-vk", Storage::Buffer, 3);
-        let act = OpCase {
-            op: Op::ActQuant,
-            scheme: scheme("a8-pt-asym-vk"),
-            variant: Variant::default(),
-            inject: None,
-            w: None,
-            wq: None,
-            x: Some(matrix(4, 128, 4)),
-            ids: None,
-        };
-        for c in [&lin, &act] {
-            dev.run(c).expect("warm-up");
-        }
-        let t0 = std::time::Instant::now();
-        let n = 40;
-        let mut device_s = 0.0;
-        for i in 0..n {
-            let o = dev.run(if i % 2 == 0 { &lin } else { &act }).expect("run");
-            device_s += o.timing.map_or(0.0, |t| t.seconds);
-        }
-        let wall = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "[{}] {:.0} cases/s wall ({n} cases in {wall:.2}s; kernels {:.3}s by timestamp queries)",
-            dev.info().id,
-            n as f64 / wall,
-            device_s
-        );
-        assert!(lin.variant.storage == Storage::Buffer);
-    }
-}
-
 #[test]
 fn device_info_names_the_adapter() {
     for dev in devices() {
