@@ -168,12 +168,26 @@ pub enum Fault {
     ScaleTranspose,
     /// The last group of each row skipped (its codes contribute nothing).
     DropLastGroup,
+    /// The device process dies with SIGSEGV on every linear-blockwise int4 case (grouped 4-bit
+    /// weight schemes; field report 001's compiler), while other schemes, palettized ones among
+    /// them, run. Only ever committed inside an isolated worker process.
+    Crash,
+    /// The device never returns on every linear-blockwise int4 case (a hung queue). Only ever
+    /// committed inside an isolated worker process, whose case timeout ends it.
+    Hang,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 5] =
-        [Fault::ZpBindInt8, Fault::ZpBindF16, Fault::NibbleSwap, Fault::ScaleTranspose, Fault::DropLastGroup];
+    pub const ALL: [Fault; 7] = [
+        Fault::ZpBindInt8,
+        Fault::ZpBindF16,
+        Fault::NibbleSwap,
+        Fault::ScaleTranspose,
+        Fault::DropLastGroup,
+        Fault::Crash,
+        Fault::Hang,
+    ];
 
     /// The `--inject` name.
     pub fn name(self) -> &'static str {
@@ -183,7 +197,15 @@ impl Fault {
             Fault::NibbleSwap => "nibble-swap",
             Fault::ScaleTranspose => "scale-transpose",
             Fault::DropLastGroup => "drop-last-group",
+            Fault::Crash => "crash",
+            Fault::Hang => "hang",
         }
+    }
+
+    /// Whether the fault takes the whole device process down (crash, hang): these are committed
+    /// only inside an isolated worker.
+    pub fn kills_process(self) -> bool {
+        matches!(self, Fault::Crash | Fault::Hang)
     }
 
     /// Parse an `--inject` name.
@@ -219,6 +241,27 @@ impl Fault {
                     Ok(())
                 } else {
                     Err("nibble-swap applies to 4-bit packed weights read by dequantize, linear or embedding".into())
+                }
+            }
+            Fault::Crash | Fault::Hang => {
+                let int4_blockwise = matches!(scheme.granularity(), kernels_ref::scheme::Granularity::Group(_))
+                    && match scheme.family {
+                        Family::Torchao { bits, .. }
+                        | Family::SymClip { bits, .. }
+                        | Family::CoremlAsym { bits, .. }
+                        | Family::Mlx { bits, .. } => bits == 4,
+                        Family::Sym8 { .. }
+                        | Family::Fzp { .. }
+                        | Family::Q4_0 { .. }
+                        | Family::Q4_1 { .. }
+                        | Family::Q4K { .. }
+                        | Family::W8da4w { .. } => true,
+                        _ => false,
+                    };
+                if weight_op && int4_blockwise {
+                    Ok(())
+                } else {
+                    Err(format!("{} strikes linear-blockwise int4 weights (grouped 4-bit schemes) only", self.name()))
                 }
             }
             Fault::ScaleTranspose | Fault::DropLastGroup => {

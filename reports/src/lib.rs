@@ -80,20 +80,23 @@ pub enum Verdict {
     Mismatch,
     /// The device failed to run the case (compile error, device lost, poisoned output).
     Error,
-    /// The device process died.
+    /// The device process died (a signal, an abort, a lost device that took the worker down).
     Crash,
+    /// The device did not finish the case within the case timeout.
+    Timeout,
     /// The device does not run this combination (the note says why).
     Unsupported,
 }
 
 impl Verdict {
     /// Every verdict, best first.
-    pub const ALL: [Verdict; 6] = [
+    pub const ALL: [Verdict; 7] = [
         Verdict::Exact,
         Verdict::WithinTolerance,
         Verdict::Mismatch,
         Verdict::Error,
         Verdict::Crash,
+        Verdict::Timeout,
         Verdict::Unsupported,
     ];
     /// The schema name.
@@ -104,12 +107,13 @@ impl Verdict {
             Verdict::Mismatch => "mismatch",
             Verdict::Error => "error",
             Verdict::Crash => "crash",
+            Verdict::Timeout => "timeout",
             Verdict::Unsupported => "unsupported",
         }
     }
     /// Whether this verdict makes a run fall short (exit 1).
     pub fn falls_short(self) -> bool {
-        matches!(self, Verdict::Mismatch | Verdict::Error | Verdict::Crash)
+        matches!(self, Verdict::Mismatch | Verdict::Error | Verdict::Crash | Verdict::Timeout)
     }
 }
 
@@ -128,6 +132,9 @@ pub struct Summary {
     pub error: u64,
     /// `crash`.
     pub crash: u64,
+    /// `timeout` (qdiff addition to the cli.md summary).
+    #[serde(default)]
+    pub timeout: u64,
     /// `unsupported`.
     pub unsupported: u64,
 }
@@ -142,12 +149,13 @@ impl Summary {
             Verdict::Mismatch => &mut self.mismatch,
             Verdict::Error => &mut self.error,
             Verdict::Crash => &mut self.crash,
+            Verdict::Timeout => &mut self.timeout,
             Verdict::Unsupported => &mut self.unsupported,
         } += 1;
     }
     /// Whether anything fell short.
     pub fn falls_short(&self) -> bool {
-        self.mismatch + self.error + self.crash > 0
+        self.mismatch + self.error + self.crash + self.timeout > 0
     }
 }
 

@@ -2,13 +2,14 @@
 //! compared with the exact emulation (the `ref` device) and the fp32 truth, written to
 //! `results.json`, summarised on stdout; exit 1 on any mismatch, error or crash.
 
+use crate::casefile::CaseFile;
 use crate::cases::{case_shape, make_case, stable_hash};
-use crate::compare::compare;
+use crate::exec::{expect, judge, Executor, InProcess};
 use crate::{meta, Exit};
 use anyhow::{anyhow, bail, Context};
 use devices::case::{Fault, Op, OpCase, Storage, Variant};
-use devices::reference::{truth, RefDevice};
-use devices::{Device, DeviceError, Support};
+use devices::reference::RefDevice;
+use devices::{Device, Support};
 use kernels_ref::scheme::name::families;
 use kernels_ref::scheme::Scheme;
 use reports::{DeviceEntry, OpResult, Results, RunInfo, Summary, Verdict};
@@ -105,9 +106,9 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         bail!("--cases 0: at least one case per (op, scheme) is needed");
     }
     let device_ids = if args.devices.is_empty() { default_devices() } else { args.devices.clone() };
-    let mut devs: Vec<Box<dyn Device>> = Vec::new();
+    let mut devs: Vec<Box<dyn Executor>> = Vec::new();
     for id in &device_ids {
-        devs.push(devices::open(id).map_err(|e| anyhow!("--device {id}: {e}"))?);
+        devs.push(Box::new(InProcess::open(id).map_err(|e| anyhow!("--device {id}: {e}"))?));
     }
     let storages = if args.storage.is_empty() { vec![Storage::Buffer] } else { args.storage.clone() };
     let variants: Vec<Variant> = storages
@@ -115,7 +116,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         .map(|&storage| Variant { storage, workgroup_size: args.workgroup_size, ..Variant::default() })
         .collect();
 
-    let mut reference = RefDevice::new();
+    let reference = RefDevice::new();
     let started_at = meta::now_rfc3339();
     let total = (schemes.len() * ops.len() * variants.len() * args.cases) as u64;
     let progress = progress_bar(total);
@@ -163,9 +164,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
                     let case = make_case(op, *scheme, variant, inject, seed)
                         .with_context(|| format!("making case {case_id}"))?;
                     let shape = case_shape(&case);
-                    let ref_case = OpCase { inject: None, ..case.clone() };
-                    let expected = reference.run(&ref_case);
-                    let truth = truth(&ref_case);
+                    let expectation = expect(&case);
                     for d in devs.iter_mut() {
                         let id = d.info().id.clone();
                         let tally = tallies.entry(id.clone()).or_default();
@@ -187,37 +186,17 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
                             op_results.push(r);
                             continue;
                         }
-                        let device_case = if id == "ref" { ref_case.clone() } else { case.clone() };
+                        let device_case =
+                            if id == "ref" { OpCase { inject: None, ..case.clone() } } else { case.clone() };
                         let t0 = Instant::now();
-                        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.run(&device_case)));
+                        let got = d.execute(&device_case);
                         tally.busy += t0.elapsed();
                         tally.ran += 1;
-                        let mut r = result_for(&id, Verdict::Error, shape.clone());
-                        match (&expected, found) {
-                            (Err(e), _) => {
-                                r.note = Some(format!("the reference could not run this case: {e}"));
-                            }
-                            (_, Err(panic)) => {
-                                let msg = panic
-                                    .downcast_ref::<String>()
-                                    .cloned()
-                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                    .unwrap_or_else(|| "unknown panic".into());
-                                r.note = Some(format!("the device panicked: {msg}"));
-                            }
-                            (_, Ok(Err(DeviceError::Unsupported { reason, .. }))) => {
-                                r.verdict = Verdict::Unsupported;
-                                r.note = Some(reason);
-                            }
-                            (_, Ok(Err(e))) => r.note = Some(e.to_string()),
-                            (Ok(exp), Ok(Ok(found))) => {
-                                let c = compare(&case, exp, &found, truth.as_deref());
-                                r.verdict = c.verdict;
-                                r.metrics = Some(c.metrics);
-                                r.note = c.note;
-                                r.device_seconds = found.timing.map(|t| t.seconds);
-                            }
-                        }
+                        let (j, _) = judge(&case, &expectation, got);
+                        let mut r = result_for(&id, j.verdict, shape.clone());
+                        r.metrics = j.metrics;
+                        r.note = j.note;
+                        r.device_seconds = j.device_seconds;
                         tally.summary.add(r.verdict);
                         if r.verdict.falls_short() {
                             failures.push((r.clone(), case.clone()));
@@ -239,22 +218,10 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let mut case_files = BTreeMap::new();
     for (r, case) in &failures {
         let rel = format!("cases/{}.json", sanitize(&format!("{}-{}", r.device, r.case_id)));
-        let found_on = device_entries.iter().find(|d| d.id == r.device);
-        let doc = serde_json::json!({
-            "qdiff_case": 1,
-            "op": case.op,
-            "scheme": case.scheme,
-            "shape": r.shape,
-            "seed": r.seed,
-            "variant": case.variant,
-            "inject": case.inject,
-            "inputs": {"w": case.w, "wq": case.wq, "x": case.x, "ids": case.ids},
-            "found_on": found_on,
-            "verdict": r.verdict,
-            "metrics": r.metrics,
-            "note": r.note,
-        });
-        reports::write_atomic(&args.out.join(&rel), &serde_json::to_vec_pretty(&doc)?)?;
+        let found_on = device_entries.iter().find(|d| d.id == r.device).cloned();
+        let cf =
+            CaseFile::new(case, r.shape.clone(), r.seed, found_on, Some(r.verdict), r.metrics.clone(), r.note.clone());
+        cf.write(&args.out.join(&rel))?;
         case_files.insert((r.device.clone(), r.case_id.clone()), rel);
     }
     for r in &mut op_results {
@@ -285,7 +252,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
 }
 
 /// A device as results record it.
-fn device_entry(d: &dyn Device) -> DeviceEntry {
+fn device_entry(d: &dyn Executor) -> DeviceEntry {
     let i = d.info();
     DeviceEntry {
         id: i.id.clone(),
