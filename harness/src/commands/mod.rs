@@ -2,8 +2,11 @@
 
 pub mod check;
 pub mod devices;
+pub mod fuzz;
 pub mod quantize;
+pub mod repro;
 pub mod schemes;
+pub mod worker;
 
 use crate::cli::{Cli, Command};
 use crate::Exit;
@@ -14,26 +17,9 @@ pub fn dispatch(cli: Cli, out: &mut dyn std::io::Write) -> anyhow::Result<Exit> 
         Command::Schemes { json } => schemes::run(json, out),
         Command::Quantize { scheme, input, json } => quantize::run(&scheme, &input, json, out),
         Command::Devices { json } => devices::run(json, out),
-        Command::Check { devices, schemes, ops, cases, seed, out: dir, inject, storage, workgroup_size } => {
-            let args = check::CheckArgs {
-                devices,
-                schemes,
-                ops,
-                cases,
-                seed,
-                out: dir,
-                inject,
-                storage: storage
-                    .into_iter()
-                    .map(|s| match s {
-                        crate::cli::StorageArg::Buffer => ::devices::Storage::Buffer,
-                        crate::cli::StorageArg::Texture => ::devices::Storage::Texture,
-                    })
-                    .collect(),
-                workgroup_size,
-                command: std::env::args().collect::<Vec<_>>().join(" "),
-            };
-            check::run(&args, out)
-        }
+        Command::Check(cli) => check::run(&check::CheckArgs::from_cli(cli), out),
+        Command::Fuzz(args) => fuzz::run(args, out),
+        Command::Repro(args) => repro::run(args, out),
+        Command::Worker(args) => worker::run(args),
     }
 }
