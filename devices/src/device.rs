@@ -106,6 +106,15 @@ pub trait Device: Send {
     /// not support returns [`DeviceError::Unsupported`]; a device failure returns
     /// [`DeviceError::Failed`] and leaves the device usable for the next case where it can.
     fn run(&mut self, case: &OpCase) -> Result<Outputs, DeviceError>;
+
+    /// What reproduces `case` on this device outside qdiff, for a driver bug report: per launch
+    /// the kernel source (WGSL and SPIR-V), its bindings, workgroup counts, uniform values and the
+    /// bytes of every input, as a JSON object (`qdiff_export: 1`; the GPU runner documents the
+    /// fields). Nothing is launched. `None` where the device has no kernel to hand over (`ref`,
+    /// `cpu`: qdiff's own Rust code is the reproduction) or cannot run the case.
+    fn export(&mut self, _case: &OpCase) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Helper for runners: the named input of a case, or a [`DeviceError::BadCase`].

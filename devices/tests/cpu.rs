@@ -705,6 +705,8 @@ fn fault_cases(f: Fault) -> Vec<OpCase> {
             v.extend(weight(&["q4_K"], 3, 512));
             v
         }
+        // Committed by the isolated worker, never by the runner: nothing to check here.
+        Fault::Crash | Fault::Hang => Vec::new(),
     };
     for c in &mut cases {
         c.inject = Some(f);
@@ -715,7 +717,8 @@ fn fault_cases(f: Fault) -> Vec<OpCase> {
 #[test]
 fn every_fault_turns_the_verdict_into_a_mismatch() {
     let mut missed = Vec::new();
-    for f in Fault::ALL {
+    // crash and hang are committed by the isolated worker around a device, never by the runner.
+    for f in Fault::ALL.into_iter().filter(|f| !f.kills_process()) {
         for c in fault_cases(f) {
             assert!(f.applies(c.op, &c.scheme).is_ok(), "{} should apply to {} {}", f.name(), c.op, c.scheme);
             if check(&c).is_ok() {

@@ -7,8 +7,10 @@ pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod exec;
+pub mod fuzz;
 pub mod meta;
 pub mod tensor_io;
+pub mod worst;
 
 use std::process::ExitCode;
 

@@ -78,6 +78,9 @@ pub enum Verdict {
     WithinTolerance,
     /// Something beyond tolerance, or an integer output that differs.
     Mismatch,
+    /// Repeated runs of the same case (`--repeat N`) did not all give bit-identical outputs:
+    /// run-to-run nondeterminism, a failure whatever the first run's verdict was.
+    Nondeterministic,
     /// The device failed to run the case (compile error, device lost, poisoned output).
     Error,
     /// The device process died (a signal, an abort, a lost device that took the worker down).
@@ -90,10 +93,11 @@ pub enum Verdict {
 
 impl Verdict {
     /// Every verdict, best first.
-    pub const ALL: [Verdict; 7] = [
+    pub const ALL: [Verdict; 8] = [
         Verdict::Exact,
         Verdict::WithinTolerance,
         Verdict::Mismatch,
+        Verdict::Nondeterministic,
         Verdict::Error,
         Verdict::Crash,
         Verdict::Timeout,
@@ -105,6 +109,7 @@ impl Verdict {
             Verdict::Exact => "exact",
             Verdict::WithinTolerance => "within_tolerance",
             Verdict::Mismatch => "mismatch",
+            Verdict::Nondeterministic => "nondeterministic",
             Verdict::Error => "error",
             Verdict::Crash => "crash",
             Verdict::Timeout => "timeout",
@@ -113,7 +118,10 @@ impl Verdict {
     }
     /// Whether this verdict makes a run fall short (exit 1).
     pub fn falls_short(self) -> bool {
-        matches!(self, Verdict::Mismatch | Verdict::Error | Verdict::Crash | Verdict::Timeout)
+        matches!(
+            self,
+            Verdict::Mismatch | Verdict::Nondeterministic | Verdict::Error | Verdict::Crash | Verdict::Timeout
+        )
     }
 }
 
@@ -137,6 +145,9 @@ pub struct Summary {
     pub timeout: u64,
     /// `unsupported`.
     pub unsupported: u64,
+    /// `nondeterministic` (qdiff addition: `--repeat N` runs that disagreed with each other).
+    #[serde(default)]
+    pub nondeterministic: u64,
 }
 
 impl Summary {
@@ -147,6 +158,7 @@ impl Summary {
             Verdict::Exact => &mut self.exact,
             Verdict::WithinTolerance => &mut self.within_tolerance,
             Verdict::Mismatch => &mut self.mismatch,
+            Verdict::Nondeterministic => &mut self.nondeterministic,
             Verdict::Error => &mut self.error,
             Verdict::Crash => &mut self.crash,
             Verdict::Timeout => &mut self.timeout,
@@ -155,7 +167,7 @@ impl Summary {
     }
     /// Whether anything fell short.
     pub fn falls_short(&self) -> bool {
-        self.mismatch + self.error + self.crash + self.timeout > 0
+        self.mismatch + self.nondeterministic + self.error + self.crash + self.timeout > 0
     }
 }
 
@@ -163,14 +175,19 @@ impl Summary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Fraction of float values bit-identical to the exact emulation.
+    #[serde(with = "json_f64")]
     pub bit_exact_fraction: f64,
     /// Largest distance from the exact emulation in units in the last place of the compute dtype.
+    #[serde(with = "json_f64")]
     pub max_ulp: f64,
     /// Largest absolute error against the fp32 truth (what the scheme costs).
+    #[serde(with = "json_f64")]
     pub max_abs_err: f64,
     /// Normalised mean squared error against the fp32 truth.
+    #[serde(with = "json_f64")]
     pub nmse: f64,
     /// Cosine similarity with the fp32 truth.
+    #[serde(with = "json_f64")]
     pub cosine: f64,
     /// Integer outputs (codes, zero-points, accumulators) that differ from the exact emulation.
     pub int_mismatches: u64,
@@ -179,8 +196,63 @@ pub struct Metrics {
     pub side_mismatches: u64,
     /// (qdiff addition) Largest `|found − expected| / tolerance` over the float values (≤ 1 is
     /// within tolerance; 0 when bit-exact).
-    #[serde(default)]
+    #[serde(default, with = "json_f64")]
     pub tolerance_ratio: f64,
+}
+
+/// An f64 in JSON that survives non-finite values: finite values are numbers, `NaN`,
+/// `Infinity` and `-Infinity` are strings (JSON has no literal for them, and `null` would be
+/// unreadable), so a metric like an infinite tolerance ratio round-trips.
+pub mod json_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("Infinity")
+        } else {
+            s.serialize_str("-Infinity")
+        }
+    }
+
+    /// Deserialize.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NumOrStr {
+            Num(f64),
+            Str(String),
+        }
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(v) => Ok(v),
+            NumOrStr::Str(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!("`{other}` is not a number"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_metrics_round_trip() {
+        let m = Metrics { tolerance_ratio: f64::INFINITY, max_ulp: f64::NAN, nmse: -0.5, ..Metrics::default() };
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"tolerance_ratio\":\"Infinity\""), "{text}");
+        let back: Metrics = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.tolerance_ratio, f64::INFINITY);
+        assert!(back.max_ulp.is_nan());
+        assert_eq!(back.nmse, -0.5);
+    }
 }
 
 /// One op case on one device.

@@ -295,6 +295,10 @@ pub(crate) struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     cache: HashMap<String, Arc<Kernel>>,
     timestamps: Option<wgpu::QuerySet>,
+    /// While `Some`, programs are recorded here instead of run (see `ops::export`): an export
+    /// must describe exactly what a run would launch without launching it (a case may hang or
+    /// lose the device).
+    pub capture: Option<Vec<Program>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -350,7 +354,18 @@ impl Gpu {
                 count: 2,
             })
         });
-        Ok(Gpu { adapter, device, queue, features, limits, errors, lost, cache: HashMap::new(), timestamps })
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            features,
+            limits,
+            errors,
+            lost,
+            cache: HashMap::new(),
+            timestamps,
+            capture: None,
+        })
     }
 
     /// Whether `f` can be a read-only and a write-only storage texture here.
@@ -370,6 +385,18 @@ impl Gpu {
     pub fn has_passthrough(&self) -> bool {
         self.features.contains(wgpu::Features::PASSTHROUGH_SHADERS)
             && self.adapter.get_info().backend == wgpu::Backend::Vulkan
+    }
+
+    /// Workgroups `(x, y)` a dispatch launches: `threads / wg` along x, spilling into y past the
+    /// adapter's per-dimension limit (kernels fold `y` back into a linear index).
+    fn workgroups(&self, d: &Dispatch) -> (u32, u32) {
+        let groups = d.threads.div_ceil(d.wg).max(1);
+        let maxg = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= maxg {
+            (groups, 1)
+        } else {
+            (maxg, groups.div_ceil(maxg))
+        }
     }
 
     fn take_errors(&self) -> Option<String> {
@@ -516,11 +543,7 @@ impl Gpu {
         use wgpu::util::DeviceExt;
         let dev = self.device.clone();
         // Uniform params (16-byte multiple).
-        let mut pw: Vec<u32> = prog.params.iter().map(|p| p.1).collect();
-        // `nc_key`: never the magic value, so `nc()` in the kernels is an identity the driver
-        // cannot see through.
-        pw.push(0);
-        pw.resize(pw.len().div_ceil(4).max(1) * 4, 0);
+        let pw = param_words(prog);
         let params = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::cast_slice(&pw),
@@ -528,14 +551,7 @@ impl Gpu {
         });
         let mut bufs: HashMap<&'static str, (wgpu::Buffer, u64)> = HashMap::new();
         for b in &prog.buffers {
-            let words: Vec<u32> = match &b.kind {
-                BufKind::Input(d) => d.clone(),
-                BufKind::Output { words, .. } => vec![b.elem.poison(); *words],
-            };
-            let mut words = words;
-            if words.is_empty() {
-                words.push(0);
-            }
+            let words = initial_words(b);
             let size = (words.len() * 4) as u64;
             let buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(b.name),
@@ -609,9 +625,7 @@ impl Gpu {
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.entry), timestamp_writes: tw });
             pass.set_pipeline(&k.pipeline);
             pass.set_bind_group(0, bg, &[]);
-            let groups = d.threads.div_ceil(d.wg).max(1);
-            let maxg = self.limits.max_compute_workgroups_per_dimension.max(1);
-            let (gx, gy) = if groups <= maxg { (groups, 1) } else { (maxg, groups.div_ceil(maxg)) };
+            let (gx, gy) = self.workgroups(d);
             pass.dispatch_workgroups(gx, gy, 1);
         }
         let ts_buf = self.timestamps.as_ref().map(|qs| {
@@ -713,6 +727,29 @@ fn error_chain(e: &wgpu::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// The uniform `Params` words as uploaded: each param in order, then `nc_key` (never the magic
+/// value, so `nc()` in the kernels is an identity the driver cannot see through), zero padded to
+/// a multiple of 16 bytes.
+fn param_words(prog: &Program) -> Vec<u32> {
+    let mut pw: Vec<u32> = prog.params.iter().map(|p| p.1).collect();
+    pw.push(0);
+    pw.resize(pw.len().div_ceil(4).max(1) * 4, 0);
+    pw
+}
+
+/// A buffer's contents at upload: the input words, or the sentinel in every word of an output;
+/// never empty (a zero-sized binding is invalid).
+fn initial_words(b: &BufferRes) -> Vec<u32> {
+    let mut words = match &b.kind {
+        BufKind::Input(d) => d.clone(),
+        BufKind::Output { words, .. } => vec![b.elem.poison(); *words],
+    };
+    if words.is_empty() {
+        words.push(0);
+    }
+    words
 }
 
 /// `(width, height, texels)` of a texture resource.
@@ -839,4 +876,174 @@ fn assemble(prog: &Program, d: &Dispatch) -> Result<(String, bool), String> {
     s.push('\n');
     s.push_str(d.source);
     Ok((s, passthrough))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export: a program as a recipe a C / Vulkan harness can rebuild without qdiff.
+
+/// Lowercase hex of bytes, two digits each, in memory order.
+fn hex_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// 32-bit words as they sit in memory (little-endian), as hex.
+fn hex_words_le(words: &[u32]) -> String {
+    hex_bytes(bytemuck::cast_slice(words))
+}
+
+/// The Vulkan format of a texel format, so a C harness need not translate WGSL names.
+fn vk_format(f: TexelFormat) -> &'static str {
+    match f {
+        TexelFormat::R32Float => "VK_FORMAT_R32_SFLOAT",
+        TexelFormat::Rgba32Float => "VK_FORMAT_R32G32B32A32_SFLOAT",
+        TexelFormat::Rgba16Float => "VK_FORMAT_R16G16B16A16_SFLOAT",
+        TexelFormat::Rgba8Sint => "VK_FORMAT_R8G8B8A8_SINT",
+        TexelFormat::Rgba32Sint => "VK_FORMAT_R32G32B32A32_SINT",
+        TexelFormat::R32Sint => "VK_FORMAT_R32_SINT",
+    }
+}
+
+impl Gpu {
+    /// Describe `prog` as [`Gpu::run`] would launch it, without launching it: the uniform params,
+    /// every resource with its bytes at upload, and per dispatch the assembled WGSL, its SPIR-V,
+    /// the bindings and the workgroup counts. Byte strings are lowercase hex in memory order
+    /// (buffers are little-endian 32-bit words).
+    pub(crate) fn describe(&self, prog: &Program) -> Result<serde_json::Value, String> {
+        use serde_json::json;
+        let pw = param_words(prog);
+        let mut fields: Vec<serde_json::Value> =
+            prog.params.iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+        fields.push(json!({"name": "nc_key", "value": 0}));
+        let params = json!({
+            "group": 0,
+            "binding": 0,
+            "type": "uniform_buffer",
+            "layout": "struct Params: one u32 per field in this order, zero padded to a multiple of 16 bytes",
+            "fields": fields,
+            "size_bytes": pw.len() * 4,
+            "data_hex": hex_words_le(&pw),
+        });
+        let mut resources = Vec::new();
+        for b in &prog.buffers {
+            let words = initial_words(b);
+            let (role, read_back) = match b.kind {
+                BufKind::Input(_) => ("input", false),
+                BufKind::Output { readback, .. } => (if readback { "output" } else { "intermediate" }, readback),
+            };
+            let mut r = json!({
+                "name": b.name,
+                "kind": "buffer",
+                "element": b.elem.wgsl(),
+                "role": role,
+                "size_bytes": words.len() * 4,
+                "read_back": read_back,
+            });
+            if b.elem == Elem::F16 {
+                r["element_note"] = "two f16 per 32-bit word, low half first".into();
+            }
+            match b.kind {
+                BufKind::Input(_) => r["data_hex"] = hex_words_le(&words).into(),
+                // A sentinel left after the launch means the kernel never wrote that element.
+                BufKind::Output { .. } => r["fill_word"] = format!("{:#010x}", b.elem.poison()).into(),
+            }
+            resources.push(r);
+        }
+        for t in &prog.textures {
+            let (w, h, _) = texture_extent(t, self.limits.max_texture_dimension_2d);
+            let bytes = encode_texels(t.alloc, &t.data, (w * h) as usize);
+            let (role, values) = match &t.data {
+                TexData::Float(v) => ("input", v.len()),
+                TexData::Int(v) => ("input", v.len()),
+                TexData::Written { values } => ("written", *values),
+            };
+            resources.push(json!({
+                "name": t.name,
+                "kind": "texture",
+                "dimension": "2d",
+                "alloc_format": wgsl_format(t.alloc),
+                "vk_format": vk_format(t.alloc),
+                "width": w,
+                "height": h,
+                "bytes_per_row": w * t.alloc.texel_bytes() as u32,
+                "values": values,
+                "values_per_texel": channels(t.alloc),
+                "layout": "a linear array of scalars, values_per_texel per texel, texel i at (i % width, i / width)",
+                "usage": "storage image (read-only or write-only per binding), transfer dst for the upload",
+                "role": role,
+                "data_hex": hex_bytes(&bytes),
+            }));
+        }
+        let mut dispatches = Vec::new();
+        for (index, d) in prog.dispatches.iter().enumerate() {
+            let (wgsl, passthrough) = assemble(prog, d)?;
+            let words = super::spirv::wgsl_to_spirv(&wgsl).map_err(|e| format!("kernel `{}`: {e}", d.entry))?;
+            let mut bindings = vec![
+                json!({"group": 0, "binding": 0, "resource": "params", "type": "uniform_buffer", "access": "read"}),
+            ];
+            for (i, u) in d.uses.iter().enumerate() {
+                let binding = i + 1;
+                if let Some(t) = prog.textures.iter().find(|t| t.name == u.name) {
+                    let bind = u.bind.unwrap_or(t.alloc);
+                    bindings.push(json!({
+                        "group": 0,
+                        "binding": binding,
+                        "resource": u.name,
+                        "type": "storage_texture",
+                        "access": if u.access == Access::Read { "read_only" } else { "write_only" },
+                        "alloc_format": wgsl_format(t.alloc),
+                        "bind_format": wgsl_format(bind),
+                        "view_vk_format": vk_format(t.alloc),
+                        "shader_vk_format": vk_format(bind),
+                        "format_mismatch": bind != t.alloc,
+                    }));
+                } else if let Some(b) = prog.buffers.iter().find(|b| b.name == u.name) {
+                    bindings.push(json!({
+                        "group": 0,
+                        "binding": binding,
+                        "resource": u.name,
+                        "type": "storage_buffer",
+                        "access": if u.access == Access::Read { "read" } else { "read_write" },
+                        "element": b.elem.wgsl(),
+                        "size_bytes": initial_words(b).len() * 4,
+                    }));
+                } else {
+                    return Err(format!("internal: dispatch {} binds unknown resource {}", d.entry, u.name));
+                }
+            }
+            let (gx, gy) = self.workgroups(d);
+            let spirv_origin = if passthrough {
+                "the module qdiff passed to the driver (SPIR-V passthrough): naga's translation of this WGSL, bind formats in the shader, alloc formats on the views"
+            } else {
+                "naga's translation of this WGSL with wgpu's bounds-check policy; wgpu compiled the WGSL itself for this dispatch, so the driver's module may differ in ids and names, not in meaning"
+            };
+            dispatches.push(json!({
+                "index": index,
+                "entry": d.entry,
+                "workgroup_size": [d.wg, 1, 1],
+                "invocations": d.threads,
+                "dispatch": [gx, gy, 1],
+                "passthrough": passthrough,
+                "bindings": bindings,
+                "wgsl": wgsl,
+                "spirv_words_hex": words.iter().map(|w| format!("{w:08x}")).collect::<String>(),
+                "spirv_words": words.len(),
+                "spirv_origin": spirv_origin,
+            }));
+        }
+        let consts: serde_json::Map<String, serde_json::Value> =
+            prog.consts.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        Ok(json!({
+            "dtype": prog.dtype,
+            "constants": consts,
+            "params": params,
+            "resources": resources,
+            "dispatches": dispatches,
+            "order": "dispatches run in order, one compute pass each, in one command buffer (a storage barrier between passes); then every resource with read_back is copied out",
+        }))
+    }
 }

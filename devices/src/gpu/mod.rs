@@ -174,4 +174,23 @@ impl Device for GpuDevice {
             ops::OpError::Failed(detail) => DeviceError::Failed { device, detail },
         })
     }
+
+    fn export(&mut self, case: &OpCase) -> Option<serde_json::Value> {
+        let programs = ops::export(&mut self.gpu, case).ok()?;
+        if programs.is_empty() {
+            return None;
+        }
+        let i = &self.info;
+        Some(serde_json::json!({
+            "qdiff_export": 1,
+            "device": {"id": i.id, "name": i.name, "driver": i.driver, "backend": i.backend},
+            "op": case.op,
+            "scheme": case.scheme.to_string(),
+            "variant": case.variant,
+            "inject": case.inject,
+            "api": "WGSL kernels run through wgpu; on Vulkan: descriptor set 0, binding N as listed, \
+                    storage buffers and storage images, push constants unused",
+            "programs": programs,
+        }))
+    }
 }

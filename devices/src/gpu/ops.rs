@@ -239,7 +239,23 @@ fn check_x(s: &Scheme, x: &kernels_ref::tensor::Matrix) -> R<()> {
 }
 
 fn launch(gpu: &mut Gpu, p: &Program) -> R<Results> {
+    if let Some(captured) = gpu.capture.as_mut() {
+        // Exporting: record what would run. The empty results make the op's output decoding
+        // produce empty outputs, which `export` discards.
+        captured.push(p.clone());
+        return Ok(Results::default());
+    }
     gpu.run(p).map_err(OpError::Failed)
+}
+
+/// The programs `run` would launch for `case`, described for a harness outside qdiff (see
+/// `Gpu::describe`), without launching anything.
+pub(crate) fn export(gpu: &mut Gpu, case: &OpCase) -> R<Vec<serde_json::Value>> {
+    gpu.capture = Some(Vec::new());
+    let ran = run(gpu, case);
+    let programs = gpu.capture.take().unwrap_or_default();
+    ran?;
+    programs.iter().map(|p| gpu.describe(p).map_err(OpError::Failed)).collect()
 }
 
 /// Inputs rounded to the compute dtype, as the framework would hold a tensor of that dtype.
