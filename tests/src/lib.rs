@@ -126,3 +126,20 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn vulkan_required() -> bool {
     std::env::var("QDIFF_REQUIRE_VULKAN").is_ok_and(|v| v == "1")
 }
+
+/// Whether this machine has a Vulkan adapter (through `qdiff devices --json`). When it has none,
+/// fails if [`vulkan_required`], else prints the skip reason and the command that installs
+/// lavapipe, and returns false.
+pub fn has_vulkan() -> bool {
+    let run = qdiff(&["devices", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("devices --json parses");
+    let found = v["devices"].as_array().is_some_and(|d| d.iter().any(|d| d["kind"] == "vulkan"));
+    if !found {
+        let notes = v["notes"].to_string();
+        assert!(!vulkan_required(), "QDIFF_REQUIRE_VULKAN=1 but no Vulkan adapter was found: {notes}");
+        eprintln!(
+            "skipped: no Vulkan adapter ({notes}); install one with `apt-get install mesa-vulkan-drivers libvulkan1`"
+        );
+    }
+    found
+}

@@ -3,22 +3,8 @@
 //! skipped with the reason and the command that fixes it, unless `QDIFF_REQUIRE_VULKAN=1` (set by
 //! `.ci/run`), where a missing adapter fails it.
 
-use qdiff_e2e::{qdiff, scratch, vulkan_required};
+use qdiff_e2e::{has_vulkan, qdiff, scratch};
 use serde_json::Value;
-
-fn has_vulkan() -> bool {
-    let run = qdiff(&["devices", "--json"]);
-    let v: Value = serde_json::from_slice(&run.stdout).expect("devices --json parses");
-    let found = v["devices"].as_array().unwrap().iter().any(|d| d["kind"] == "vulkan");
-    if !found {
-        let notes = v["notes"].to_string();
-        assert!(!vulkan_required(), "QDIFF_REQUIRE_VULKAN=1 but no Vulkan adapter was found: {notes}");
-        eprintln!(
-            "skipped: no Vulkan adapter ({notes}); install one with `apt-get install mesa-vulkan-drivers libvulkan1`"
-        );
-    }
-    found
-}
 
 #[test]
 fn vulkan_runs_every_family_with_no_mismatch() {

@@ -3,7 +3,7 @@
 //! passes (exit 0); malformed case files are refused with exit 2 and one line naming the problem;
 //! and on Vulkan `--export` writes a kernel and data a harness outside qdiff can rebuild.
 
-use qdiff_e2e::{qdiff, scratch, vulkan_required};
+use qdiff_e2e::{has_vulkan, qdiff, scratch};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -140,20 +140,6 @@ fn malformed_case_files_are_refused_with_one_line_naming_the_problem() {
     let run = qdiff(&["repro", case.to_str().unwrap(), "--device", "metal:3"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--device metal:3"), "{}", run.stderr);
-}
-
-fn has_vulkan() -> bool {
-    let run = qdiff(&["devices", "--json"]);
-    let v: Value = serde_json::from_slice(&run.stdout).expect("devices --json parses");
-    let found = v["devices"].as_array().unwrap().iter().any(|d| d["kind"] == "vulkan");
-    if !found {
-        let notes = v["notes"].to_string();
-        assert!(!vulkan_required(), "QDIFF_REQUIRE_VULKAN=1 but no Vulkan adapter was found: {notes}");
-        eprintln!(
-            "skipped: no Vulkan adapter ({notes}); install one with `apt-get install mesa-vulkan-drivers libvulkan1`"
-        );
-    }
-    found
 }
 
 #[test]

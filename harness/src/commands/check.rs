@@ -13,11 +13,9 @@ use crate::cases::{case_shape, make_case, stable_hash};
 use crate::exec::{execute_repeated, expect, judge_repeated, open_executor, Executor, Expectation, Isolation};
 use crate::{meta, Exit};
 use anyhow::{anyhow, bail, Context};
-use devices::case::{Fault, Op, OpCase, Storage, Variant};
+use devices::case::{OpCase, Storage, Variant};
 use devices::reference::RefDevice;
 use devices::{Device, Support};
-use kernels_ref::scheme::name::families;
-use kernels_ref::scheme::Scheme;
 use reports::{DeviceEntry, OpResult, Results, RunInfo, Summary, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -135,20 +133,6 @@ pub struct CheckArgs {
     pub repeat: usize,
     /// The command line, for provenance.
     pub command: String,
-}
-
-/// The default scheme list: every example the catalogue gives for every family (each family at
-/// least once, with the `@f16` / `@bf16` and zero-point variants the examples carry).
-pub fn default_schemes() -> Vec<String> {
-    let mut seen = Vec::new();
-    for f in families() {
-        for e in f.examples {
-            if !seen.iter().any(|s: &String| s == e) {
-                seen.push(e.to_string());
-            }
-        }
-    }
-    seen
 }
 
 /// Every device id this machine has, but `ref` (what everything is compared with).
@@ -363,35 +347,9 @@ struct Made {
 /// Run `qdiff check`.
 pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     // Everything that can be refused is refused before anything runs or is written.
-    let scheme_names = if args.schemes.is_empty() { default_schemes() } else { args.schemes.clone() };
-    let schemes: Vec<Scheme> = scheme_names
-        .iter()
-        .map(|n| n.parse::<Scheme>().map_err(|e| anyhow!("--scheme {n}: {e}")))
-        .collect::<anyhow::Result<_>>()?;
-    let ops: Vec<Op> = if args.ops.is_empty() {
-        Op::ALL.to_vec()
-    } else {
-        args.ops
-            .iter()
-            .map(|o| {
-                Op::parse(o).ok_or_else(|| {
-                    anyhow!(
-                        "--op {o}: unknown op (ops: {})",
-                        Op::ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
-    let inject = match &args.inject {
-        None => None,
-        Some(name) => Some(Fault::parse(name).ok_or_else(|| {
-            anyhow!(
-                "--inject {name}: unknown fault (faults: {})",
-                Fault::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
-            )
-        })?),
-    };
+    let schemes = crate::selection::schemes(&args.schemes)?;
+    let ops = crate::selection::ops(&args.ops)?;
+    let inject = crate::selection::fault(args.inject.as_deref())?;
     if args.cases == 0 {
         bail!("--cases 0: at least one case per (op, scheme) is needed");
     }

@@ -144,36 +144,9 @@ struct Parsed {
 
 /// Parse the command line's names; everything refused here is refused before anything runs.
 fn parse_names(args: &FuzzArgs) -> anyhow::Result<Parsed> {
-    let scheme_names =
-        if args.schemes.is_empty() { crate::commands::check::default_schemes() } else { args.schemes.clone() };
-    let schemes: Vec<Scheme> = scheme_names
-        .iter()
-        .map(|n| n.parse::<Scheme>().map_err(|e| anyhow!("--scheme {n}: {e}")))
-        .collect::<anyhow::Result<_>>()?;
-    let ops: Vec<Op> = if args.ops.is_empty() {
-        Op::ALL.to_vec()
-    } else {
-        args.ops
-            .iter()
-            .map(|o| {
-                Op::parse(o).ok_or_else(|| {
-                    anyhow!(
-                        "--op {o}: unknown op (ops: {})",
-                        Op::ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
-    let inject = match &args.inject {
-        None => None,
-        Some(name) => Some(Fault::parse(name).ok_or_else(|| {
-            anyhow!(
-                "--inject {name}: unknown fault (faults: {})",
-                Fault::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
-            )
-        })?),
-    };
+    let schemes = crate::selection::schemes(&args.schemes)?;
+    let ops = crate::selection::ops(&args.ops)?;
+    let inject = crate::selection::fault(args.inject.as_deref())?;
     let budget = match (args.time, args.cases) {
         (Some(_), Some(_)) => bail!("--time and --cases: give one budget, not both"),
         (Some(t), None) if !(t.is_finite() && t > 0.0) => bail!("--time {t}: must be a positive number of seconds"),
