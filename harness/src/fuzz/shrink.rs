@@ -160,7 +160,17 @@ fn same_bits(a: &CaseSpec, b: &CaseSpec) -> bool {
         }
         _ => false,
     };
-    a.variant == b.variant && a.ids == b.ids && m(&a.w, &b.w) && m(&a.x, &b.x)
+    let luts = |x: &Option<Vec<Vec<f32>>>, y: &Option<Vec<Vec<f32>>>| match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| p.len() == q.len() && p.iter().zip(q).all(|(a, b)| a.to_bits() == b.to_bits()))
+        }
+        _ => false,
+    };
+    a.variant == b.variant && a.ids == b.ids && m(&a.w, &b.w) && m(&a.x, &b.x) && luts(&a.lut, &b.lut)
 }
 
 /// What a shrink came to.
@@ -336,6 +346,13 @@ fn candidate(s: &CaseSpec, phase: Phase, index: usize) -> Candidate {
                 c.x = Some(kept);
             } else {
                 c.w = Some(kept);
+            }
+            if let Some(luts) = &s.lut {
+                // A given LUT per block of rows: the kept rows keep their blocks' LUTs.
+                if luts.len() > 1 {
+                    c.lut =
+                        Some(keep.chunks(unit).map(|ch| luts[(ch[0] / unit).min(luts.len() - 1)].clone()).collect());
+                }
             }
             if let (Op::Embedding, Some(ids)) = (s.op, &s.ids) {
                 // Ids follow their rows; ids of removed rows go, and at least one id stays.

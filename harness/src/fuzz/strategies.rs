@@ -109,6 +109,62 @@ pub struct CaseParams {
     pub seed: u64,
     /// Device-side choices.
     pub variant: Variant,
+    /// A given palettization LUT (palettized schemes only; `None`: the scheme builds its own).
+    #[serde(default)]
+    pub lut: Option<LutGen>,
+}
+
+/// What a given palettization LUT looks like (schemes.md §7 knob "LUT contents").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum LutKind {
+    /// Random entries, sorted ascending (what k-means produces).
+    Sorted,
+    /// Random entries in no order (indices then do not follow magnitude).
+    Unsorted,
+    /// Only three distinct values, repeated (ties between equally near entries).
+    Duplicates,
+    /// Zero, negative zero, the dtype's smallest subnormal, ±1 and values near the dtype's largest.
+    Extreme,
+}
+
+/// A LUT generator: its kind, magnitude `2^exp` and seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct LutGen {
+    /// The kind.
+    pub kind: LutKind,
+    /// Magnitude of random entries, as a power of two.
+    pub exp: i32,
+    /// Seed the entries are hashed from.
+    pub seed: u64,
+}
+
+impl LutGen {
+    /// LUT number `block` (`2^bits` entries), each rounded to the scheme's compute dtype. For a
+    /// `linear` case the "near the largest" entries stay 2^8 above the random ones instead, so
+    /// that a sum cannot overflow to ±inf and turn order-dependent (inf − inf).
+    pub fn lut(&self, scheme: &Scheme, bits: u8, block: usize, for_linear: bool) -> Vec<f32> {
+        let t = scheme.dtype;
+        let levels = 1usize << bits;
+        let scale = (2f64).powi(self.exp);
+        let rnd = |i: usize| unit(hash(self.seed, &[11, block as u64, i as u64])) * 2.0 - 1.0;
+        let mut v: Vec<f64> = match self.kind {
+            LutKind::Sorted | LutKind::Unsorted => (0..levels).map(|i| rnd(i) * scale).collect(),
+            LutKind::Duplicates => {
+                let three = [rnd(0) * scale, rnd(1) * scale, rnd(2) * scale];
+                (0..levels).map(|i| three[i % 3]).collect()
+            }
+            LutKind::Extreme => {
+                let tiny = t.smallest_normal() * t.epsilon();
+                let big = if for_linear { scale * 256.0 } else { t.max_finite() / 2.0 };
+                let pool = [0.0, -0.0, tiny, -tiny, 1.0, -1.0, big, -big];
+                (0..levels).map(|i| if i < pool.len() { pool[i] } else { rnd(i) * scale }).collect()
+            }
+        };
+        if self.kind == LutKind::Sorted {
+            v.sort_by(f64::total_cmp);
+        }
+        v.into_iter().map(|x| t.round_f32(x)).collect()
+    }
 }
 
 /// A case with explicit values: what the shrinker works on, and what [`CaseSpec::op_case`]
@@ -134,6 +190,9 @@ pub struct CaseSpec {
     /// The fewest groups per row the case may have: 2 for faults that act between groups
     /// (scale-transpose, drop-last-group), so that a minimal case still shows them as such.
     pub min_groups: usize,
+    /// Given palettization LUTs, one per block of rows that shares a LUT (`None`: the scheme
+    /// builds its own from the weights).
+    pub lut: Option<Vec<Vec<f32>>>,
 }
 
 impl CaseSpec {
@@ -142,8 +201,15 @@ impl CaseSpec {
     pub fn op_case(&self) -> Result<OpCase, RefError> {
         let k = self.x.as_ref().or(self.w.as_ref()).map_or(0, |m| m.cols);
         self.scheme.granularity().check(&self.scheme.to_string(), k)?;
-        let wq = match (self.op, &self.w) {
-            (Op::Dequantize | Op::Linear | Op::Embedding, Some(w)) => Some(self.scheme.quantize(w)?),
+        let wq = match (self.op, &self.w, &self.lut) {
+            (Op::Dequantize | Op::Linear | Op::Embedding, Some(w), Some(luts))
+                if matches!(self.scheme.family, Family::Pal { .. }) =>
+            {
+                let flat: Vec<f32> = luts.iter().flatten().copied().collect();
+                kernels_ref::scheme::check_finite(&self.scheme, w)?;
+                Some(kernels_ref::scheme::pal::quantize(&self.scheme, w, Some(&flat))?)
+            }
+            (Op::Dequantize | Op::Linear | Op::Embedding, Some(w), _) => Some(self.scheme.quantize(w)?),
             _ => None,
         };
         Ok(OpCase {
@@ -392,7 +458,14 @@ impl CaseParams {
             ids: None,
             seed: self.seed,
             min_groups: min_groups(inject),
+            lut: None,
         };
+        if let (Family::Pal { bits, .. }, Some(g), true) =
+            (scheme.family, self.lut, matches!(op, Op::Dequantize | Op::Linear | Op::Embedding))
+        {
+            let blocks = (self.rows / row_unit(scheme)).max(1);
+            spec.lut = Some((0..blocks).map(|b| g.lut(scheme, bits, b, op == Op::Linear)).collect());
+        }
         match op {
             Op::Quantize | Op::Dequantize => spec.w = Some(fill(&self.w_values, 0, self.rows, self.k, gl, scheme)),
             Op::Embedding => {
@@ -429,6 +502,15 @@ pub fn variants(storages: &[Storage], workgroup_sizes: &[Option<u32>]) -> Vec<Va
 pub const WORKGROUP_SIZES: [Option<u32>; 5] = [None, Some(32), Some(64), Some(128), Some(256)];
 
 /// A value generator.
+fn lut_gen() -> impl Strategy<Value = LutGen> {
+    (
+        prop::sample::select(vec![LutKind::Sorted, LutKind::Unsorted, LutKind::Duplicates, LutKind::Extreme]),
+        -6i32..=3,
+        any::<u64>(),
+    )
+        .prop_map(|(kind, exp, seed)| LutGen { kind, exp, seed })
+}
+
 fn value_gen() -> impl Strategy<Value = ValueGen> {
     (prop::sample::select(Dist::ALL.to_vec()), -8i32..=4, any::<u64>()).prop_map(|(dist, exp, seed)| ValueGen {
         dist,
@@ -478,8 +560,13 @@ pub fn params_strategy(
     };
     let variants = if variants.is_empty() { vec![Variant::default()] } else { variants };
     let rows = if op == Op::ActQuant { (1usize..=6).boxed() } else { row_count(row_unit(&scheme)) };
-    (rows, 1usize..=5, k, value_gen(), value_gen(), any::<u64>(), prop::sample::select(variants))
-        .prop_map(|(rows, m, k, w_values, x_values, seed, variant)| CaseParams {
+    let lut = if matches!(scheme.family, Family::Pal { .. }) {
+        prop::option::of(lut_gen()).boxed()
+    } else {
+        Just(None).boxed()
+    };
+    (rows, 1usize..=5, k, value_gen(), value_gen(), any::<u64>(), prop::sample::select(variants), lut)
+        .prop_map(|(rows, m, k, w_values, x_values, seed, variant, lut)| CaseParams {
             rows,
             m,
             k,
@@ -487,6 +574,7 @@ pub fn params_strategy(
             x_values,
             seed,
             variant,
+            lut,
         })
         .boxed()
 }
@@ -532,4 +620,46 @@ pub fn non_dividing_strategy(op: Op, scheme: Scheme) -> Option<BoxedStrategy<Cas
             })
             .boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(rows: usize, lut: Option<LutGen>) -> CaseParams {
+        let g = ValueGen { dist: Dist::ALL[0], exp: 0, seed: 5 };
+        CaseParams { rows, m: 1, k: 32, w_values: g, x_values: g, seed: 9, variant: Variant::default(), lut }
+    }
+
+    #[test]
+    fn a_given_lut_is_the_one_the_weights_are_palettized_with() {
+        let scheme: Scheme = "pal4g16".parse().unwrap();
+        let g = LutGen { kind: LutKind::Extreme, exp: 0, seed: 3 };
+        let spec = params(32, Some(g)).build(Op::Dequantize, &scheme, None);
+        let luts = spec.lut.clone().expect("a palettized weight op carries the LUTs");
+        assert_eq!(luts.len(), 2, "one LUT per 16 rows");
+        let wq = spec.op_case().unwrap().wq.unwrap();
+        let flat: Vec<u32> = luts.iter().flatten().map(|v| v.to_bits()).collect();
+        assert_eq!(wq.lut.unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), flat);
+        // The extreme LUT holds both zeros and the smallest f32 subnormal.
+        assert!(flat.contains(&0x8000_0000) && flat.contains(&0) && flat.contains(&1));
+        // No LUT drawn: the scheme builds its own.
+        assert!(params(32, None).build(Op::Dequantize, &scheme, None).lut.is_none());
+    }
+
+    #[test]
+    fn lut_kinds_are_what_they_say() {
+        let s: Scheme = "pal4-pt@f16".parse().unwrap();
+        let gen = |kind| LutGen { kind, exp: 1, seed: 11 }.lut(&s, 4, 0, false);
+        let sorted = gen(LutKind::Sorted);
+        assert!(sorted.windows(2).all(|w| w[0] <= w[1]));
+        let dup = gen(LutKind::Duplicates);
+        let mut distinct: Vec<u32> = dup.iter().map(|v| v.to_bits()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() <= 3);
+        let extreme = gen(LutKind::Extreme);
+        assert!(extreme.contains(&32752.0), "near the fp16 max: {extreme:?}");
+        assert!(extreme.iter().all(|v| v.is_finite() && (*v as f64) == s.dtype.round(*v as f64)));
+    }
 }
