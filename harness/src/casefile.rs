@@ -18,6 +18,11 @@ use std::path::Path;
 /// The case-file format version (`"qdiff_case": 1`).
 pub const CASE_FORMAT: u32 = 1;
 
+/// A file-name-safe version of a case id or name (`/`, `:` and the like become `_`).
+pub fn file_name_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') { c } else { '_' }).collect()
+}
+
 /// An f32 tensor with its exact bits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -402,7 +402,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     };
     let mut rec =
         Recorder { prior: prior_results, journal, op_results: Vec::new(), tallies: BTreeMap::new(), resumed: 0 };
-    let device_entries: Vec<DeviceEntry> = devs.iter().map(|d| device_entry(d.as_ref())).collect();
+    let device_entries: Vec<DeviceEntry> = devs.iter().map(|d| crate::exec::device_entry(d.as_ref())).collect();
     let mut speed: BTreeMap<String, Speed> = BTreeMap::new();
 
     let reference = RefDevice::new();
@@ -502,7 +502,10 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
                             r.device_seconds = j.device_seconds;
                             if r.verdict.falls_short() {
                                 // Written before its result line, which then never names a missing file.
-                                let rel = format!("cases/{}.json", sanitize(&format!("{}-{}", r.device, r.case_id)));
+                                let rel = format!(
+                                    "cases/{}.json",
+                                    crate::casefile::file_name_safe(&format!("{}-{}", r.device, r.case_id))
+                                );
                                 let found_on = device_entries.iter().find(|e| e.id == r.device).cloned();
                                 CaseFile::new(
                                     &m.case,
@@ -557,23 +560,6 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     results.write(&results_path)?;
     print_summary(out, &results, &rec.tallies, &speed, &results_path)?;
     Ok(if summary.falls_short() { Exit::FellShort } else { Exit::Clean })
-}
-
-/// A device as results record it.
-fn device_entry(d: &dyn Executor) -> DeviceEntry {
-    let i = d.info();
-    DeviceEntry {
-        id: i.id.clone(),
-        kind: i.kind.name().into(),
-        name: i.name.clone(),
-        driver: i.driver.clone(),
-        features: i.features.clone(),
-    }
-}
-
-/// A file-name-safe version of a case id.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') { c } else { '_' }).collect()
 }
 
 /// A progress bar on a terminal (stderr), hidden otherwise.

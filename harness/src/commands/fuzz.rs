@@ -164,23 +164,6 @@ fn parse_names(args: &FuzzArgs) -> anyhow::Result<Parsed> {
     Ok(Parsed { schemes, ops, inject, budget })
 }
 
-/// A device as results record it.
-fn device_entry(d: &dyn Executor) -> DeviceEntry {
-    let i = d.info();
-    DeviceEntry {
-        id: i.id.clone(),
-        kind: i.kind.name().into(),
-        name: i.name.clone(),
-        driver: i.driver.clone(),
-        features: i.features.clone(),
-    }
-}
-
-/// A file-name-safe version of a name.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') { c } else { '_' }).collect()
-}
-
 /// Run `qdiff fuzz`.
 pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let Parsed { schemes, ops, inject, budget } = parse_names(&args)?;
@@ -245,7 +228,7 @@ pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         bail!("nothing to fuzz on {}: every (op, scheme) asked for was skipped{why}", args.device);
     }
 
-    let entry = device_entry(exec.as_ref());
+    let entry = crate::exec::device_entry(exec.as_ref());
     let started_at = meta::now_rfc3339();
     let t0 = Instant::now();
     let deadline = match budget {
@@ -423,8 +406,10 @@ fn minimise(
     };
     let case = min.op_case().map_err(|e| anyhow!("rebuilding the minimal case: {e}"))?;
     let shape = min.shape();
-    let rel =
-        format!("cases/{}.json", sanitize(&format!("{}-{}-{}-{}", entry.id, min.op.name(), min.scheme, target.1)));
+    let rel = format!(
+        "cases/{}.json",
+        crate::casefile::file_name_safe(&format!("{}-{}-{}-{}", entry.id, min.op.name(), min.scheme, target.1))
+    );
     let cf = CaseFile::new(
         &case,
         shape.clone(),

@@ -426,10 +426,10 @@ fn write_export(
         if let Some(ds) = prog.get_mut("dispatches").and_then(|d| d.as_array_mut()) {
             for d in ds.iter_mut() {
                 let entry = d.get("entry").and_then(|e| e.as_str()).unwrap_or("kernel").to_string();
-                let mut stem = sanitize(&entry);
+                let mut stem = crate::casefile::file_name_safe(&entry);
                 let mut n = 2;
                 while !used.insert(stem.clone()) {
-                    stem = format!("{}-{n}", sanitize(&entry));
+                    stem = format!("{}-{n}", crate::casefile::file_name_safe(&entry));
                     n += 1;
                 }
                 let obj = d.as_object_mut().ok_or_else(|| anyhow!("internal: a dispatch is not an object"))?;
@@ -499,11 +499,6 @@ fn spirv_bytes(hex: &str) -> Option<Vec<u8>> {
         out.extend_from_slice(&w.to_le_bytes());
     }
     Some(out)
-}
-
-/// A file-name-safe kernel name.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

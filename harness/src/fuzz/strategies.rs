@@ -303,22 +303,8 @@ fn pow2(e: i32) -> f64 {
 /// sym-ao and symclip, and the half-ranges `(2^b − 1)/2` of the asymmetric b-bit schemes.
 const TIE_LEVELS: [f64; 9] = [7.5, 7.0, 8.0, 127.5, 127.0, 1.5, 3.5, 15.5, 31.5];
 
-/// The distributions `Mixed` picks per group.
-const GROUP_DISTS: [Dist; 13] = [
-    Dist::Normal,
-    Dist::Uniform,
-    Dist::HeavyTail,
-    Dist::Outlier,
-    Dist::ConstantGroups,
-    Dist::ZeroGroups,
-    Dist::NegativeGroups,
-    Dist::PositiveGroups,
-    Dist::F32Denormals,
-    Dist::F16Denormals,
-    Dist::NearF16Max,
-    Dist::Ties,
-    Dist::NegativeZeros,
-];
+/// The distributions `Mixed` picks per group: every one but `Mixed` itself (the last).
+const GROUP_DISTS: &[Dist] = Dist::ALL.split_last().expect("Dist::ALL is not empty").1;
 
 /// `[rows, cols]` values of `g`, with groups of `group_len` along each row, rounded to the
 /// scheme's compute dtype (clamped to its largest finite value first: values stay finite).
