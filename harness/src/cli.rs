@@ -62,3 +62,12 @@ pub enum StorageArg {
     /// Textures (qparams and weights), as mobile GPU backends keep them.
     Texture,
 }
+
+impl From<StorageArg> for devices::Storage {
+    fn from(s: StorageArg) -> Self {
+        match s {
+            StorageArg::Buffer => devices::Storage::Buffer,
+            StorageArg::Texture => devices::Storage::Texture,
+        }
+    }
+}

@@ -84,14 +84,7 @@ impl CheckArgs {
             seed: c.seed,
             out: c.out,
             inject: c.inject,
-            storage: c
-                .storage
-                .into_iter()
-                .map(|s| match s {
-                    crate::cli::StorageArg::Buffer => Storage::Buffer,
-                    crate::cli::StorageArg::Texture => Storage::Texture,
-                })
-                .collect(),
+            storage: c.storage.into_iter().map(Storage::from).collect(),
             workgroup_size: c.workgroup_size,
             isolation: c.isolation,
             case_timeout: c.case_timeout,

@@ -173,13 +173,7 @@ pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let storages: Vec<Storage> = if args.storage.is_empty() {
         vec![Storage::Buffer, Storage::Texture]
     } else {
-        args.storage
-            .iter()
-            .map(|s| match s {
-                crate::cli::StorageArg::Buffer => Storage::Buffer,
-                crate::cli::StorageArg::Texture => Storage::Texture,
-            })
-            .collect()
+        args.storage.iter().copied().map(Storage::from).collect()
     };
     let all_variants = variants(&storages, &WORKGROUP_SIZES);
 
