@@ -3,6 +3,8 @@
 
 use crate::case::{Op, OpCase, Outputs, Variant};
 use kernels_ref::scheme::Scheme;
+use kernels_ref::tensor::Matrix;
+use models::QModel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -88,6 +90,9 @@ pub enum DeviceError {
     /// The reference refused the inputs.
     #[error(transparent)]
     Ref(#[from] kernels_ref::RefError),
+    /// A model could not be prepared or run (bad tokens, a scheme that does not fit a weight).
+    #[error(transparent)]
+    Model(#[from] models::ModelError),
     /// The device failed while running (shader compile error, out of memory, device lost, a
     /// poisoned output that was never written, a timeout waiting for the queue).
     #[error("{device}: {detail}")]
@@ -114,6 +119,34 @@ pub trait Device: Send {
     /// `cpu`: qdiff's own Rust code is the reproduction) or cannot run the case.
     fn export(&mut self, _case: &OpCase) -> Option<serde_json::Value> {
         None
+    }
+
+    /// Load a quantized model for real forwards on this device: the weights are uploaded (or
+    /// packed) once, and the returned session keeps its activations and KV cache on the device
+    /// between layers and calls. A device or plan it cannot run is
+    /// [`DeviceError::Unsupported`] with the reason.
+    fn load_model(&mut self, model: &QModel) -> Result<Box<dyn ModelSession + '_>, DeviceError> {
+        Err(DeviceError::Unsupported {
+            device: self.info().id.clone(),
+            op: Op::Linear,
+            scheme: model.plan.label(),
+            reason: "this device does not run whole models".into(),
+        })
+    }
+}
+
+/// A model loaded on a device: feeds tokens, keeps its KV cache, returns logits.
+pub trait ModelSession {
+    /// Feeds `tokens` at positions `self.len() ..` (a batched prefill when there are several),
+    /// appends them to the KV cache, and returns the logits of every position fed, `[T, V]`.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Matrix, DeviceError>;
+    /// Empties the KV cache (the weights stay loaded).
+    fn reset(&mut self);
+    /// Positions in the KV cache.
+    fn len(&self) -> usize;
+    /// Whether the cache is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

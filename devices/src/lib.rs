@@ -16,9 +16,10 @@ pub mod cpu;
 pub mod device;
 pub mod gpu;
 pub mod reference;
+mod reference_model;
 
 pub use case::{Fault, Op, OpCase, Outputs, Storage, TexelBinding, TexelFormat, Timing, TimingMethod, Variant};
-pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, Support};
+pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, ModelSession, Support};
 
 /// What this machine has: every device with its capabilities, and notes on what is missing and
 /// the command that fixes it.

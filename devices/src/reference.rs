@@ -73,6 +73,10 @@ impl Device for RefDevice {
         &self.info
     }
 
+    fn load_model(&mut self, model: &models::QModel) -> Result<Box<dyn crate::device::ModelSession + '_>, DeviceError> {
+        Ok(Box::new(crate::reference_model::RefSession::new(model)?))
+    }
+
     fn supports(&self, op: Op, scheme: &Scheme, _variant: &Variant) -> Support {
         op_applies(op, scheme)
     }

@@ -48,6 +48,13 @@ pub enum Command {
     /// Replay a case file on devices (default: the one it was found on), show expected vs found
     /// for the worst elements, exit 1 while it still fails.
     Repro(crate::commands::repro::ReproArgs),
+    /// Evaluate a model with schemes applied on devices against the fp32 oracle (teacher-forced
+    /// top-1, top-5, KLD, greedy rollouts); write results.json and card.md.
+    Eval(crate::commands::eval::EvalArgs),
+    /// Print a model tokenizer's ids for a text.
+    Tokenize(crate::commands::tokenize::TokenizeArgs),
+    /// Print the top-K logits per position for a token sequence (the oracle, or a scheme on a device).
+    Logits(crate::commands::logits::LogitsArgs),
     /// Run device work for a parent qdiff (crash isolation): op cases in on stdin, outputs out on
     /// stdout, one JSON line each. Not for people.
     #[command(hide = true)]

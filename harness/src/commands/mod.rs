@@ -2,10 +2,13 @@
 
 pub mod check;
 pub mod devices;
+pub mod eval;
 pub mod fuzz;
+pub mod logits;
 pub mod quantize;
 pub mod repro;
 pub mod schemes;
+pub mod tokenize;
 pub mod worker;
 
 use crate::cli::{Cli, Command};
@@ -20,6 +23,9 @@ pub fn dispatch(cli: Cli, out: &mut dyn std::io::Write) -> anyhow::Result<Exit> 
         Command::Check(cli) => check::run(&check::CheckArgs::from_cli(cli), out),
         Command::Fuzz(args) => fuzz::run(args, out),
         Command::Repro(args) => repro::run(args, out),
+        Command::Eval(args) => eval::run(&args, out),
+        Command::Tokenize(args) => tokenize::run(&args, out),
+        Command::Logits(args) => logits::run(&args, out),
         Command::Worker(args) => worker::run(args),
     }
 }

@@ -125,6 +125,7 @@ impl WireError {
             }
             DeviceError::BadCase { .. } => ("error", e.to_string(), Some("bad_case"), None, None),
             DeviceError::Ref(_) => ("error", e.to_string(), Some("ref"), None, None),
+            DeviceError::Model(_) => ("error", e.to_string(), Some("model"), None, None),
         };
         WireError { kind: kind.into(), message, error: error.map(Into::into), device, detail }
     }

@@ -1,0 +1,36 @@
+//! qdiff's models: checkpoints, tokenizers and the Llama-family reference executor.
+//!
+//! - [`config`]: [`LlamaConfig`], the architecture parameters of a Llama-family decoder (Llama,
+//!   SmolLM2, Qwen2, Qwen3), read from GGUF metadata or a `config.json`.
+//! - [`weights`]: [`Model`], a checkpoint's fp32 weights under canonical names, with its source
+//!   (path, sha256) and tokenizer.
+//! - [`meta`]: GGUF metadata values.
+//! - [`gguf`]: the GGUF v2/v3 reader (memory-mapped, never trusting the file) and writer.
+//! - [`safetensors`]: Hugging Face folders (`config.json`, `*.safetensors`, sharded index).
+//! - [`load`]: [`load()`](load::load) a model from a GGUF file or a safetensors folder.
+//! - [`tokenizer`]: HF `tokenizer.json` and the GGUF-embedded tokenizer.
+//! - [`quant`]: a scheme applied to a model's weights ([`QuantPlan`], [`QModel`]), as devices see them.
+//! - [`forward`]: the reference executor: batched prefill with a KV cache, logits for every
+//!   position, built on kernels-ref's exact ops (deterministic bits).
+//! - [`synthetic`]: the built-in seeded tiny Llama, written and read back through the GGUF path.
+//! - [`texts`]: the default teacher-forcing texts.
+
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod gguf;
+pub mod load;
+pub mod meta;
+pub mod quant;
+pub mod safetensors;
+pub mod synthetic;
+pub mod texts;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Arch, LlamaConfig};
+pub use error::{ModelError, Result};
+pub use forward::{KvCache, RefExecutor};
+pub use quant::{QModel, QTensor, QuantPlan};
+pub use tokenizer::Tokenizer;
+pub use weights::{LayerWeights, Model, Source};
