@@ -9,6 +9,7 @@ pub mod compare;
 pub mod exec;
 pub mod fuzz;
 pub mod meta;
+pub mod modeleval;
 pub mod selection;
 pub mod tensor_io;
 pub mod worst;

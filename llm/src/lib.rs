@@ -12,6 +12,7 @@
 //! - [`quant`]: a scheme applied to a model's weights ([`QuantPlan`], [`QModel`]), as devices see them.
 //! - [`forward`]: the reference executor: batched prefill with a KV cache, logits for every
 //!   position, built on kernels-ref's exact ops (deterministic bits).
+//! - [`metrics`]: teacher-forced top-1, top-5, KLD and Δp of a device's logits against the oracle's.
 //! - [`synthetic`]: the built-in seeded tiny Llama, written and read back through the GGUF path.
 //! - [`texts`]: the default teacher-forcing texts.
 
@@ -21,6 +22,7 @@ pub mod forward;
 pub mod gguf;
 pub mod load;
 pub mod meta;
+pub mod metrics;
 pub mod quant;
 pub mod safetensors;
 pub mod synthetic;

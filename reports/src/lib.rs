@@ -2,6 +2,9 @@
 //! (HTML, Markdown card, JUnit XML). This crate knows nothing of how results were made: the types
 //! here are plain data with serde.
 
+mod card;
+
+pub use card::card_markdown;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +27,10 @@ pub struct Results {
     pub op_results: Vec<OpResult>,
     /// Model evaluation results.
     #[serde(default)]
-    pub model_results: Vec<serde_json::Value>,
+    pub model_results: Vec<ModelResult>,
+    /// The models evaluated (provenance for the card).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelInfo>,
     /// Benchmark results.
     #[serde(default)]
     pub bench_results: Vec<serde_json::Value>,
@@ -253,6 +259,121 @@ mod tests {
         assert!(back.max_ulp.is_nan());
         assert_eq!(back.nmse, -0.5);
     }
+}
+
+/// A model evaluated in a run: what goes under a card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Short name (file name, or `synthetic-llama-s…`).
+    pub name: String,
+    /// Where it was read from.
+    pub path: String,
+    /// sha256 of the file (empty for a model built in memory).
+    pub sha256: String,
+    /// Architecture and shapes, one line.
+    pub description: String,
+    /// How the checkpoint stores its tensors (`Q4_1 x210, F32 x61, Q8_0 x1`).
+    pub storage: String,
+    /// The tokenizer.
+    pub tokenizer: String,
+    /// The teacher-forced texts: name and token count.
+    pub texts: Vec<(String, usize)>,
+    /// The greedy-rollout prompt and the oracle's continuation (token ids).
+    pub rollout_prompt: String,
+    /// The oracle's greedy tokens.
+    pub oracle_greedy: Vec<u32>,
+}
+
+/// A position where the device's top-1 differs from the oracle's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flip {
+    /// The text's name.
+    pub text: String,
+    /// Position within that text.
+    pub position: usize,
+    /// The oracle's top token.
+    pub oracle: u32,
+    /// The device's top token.
+    pub device: u32,
+}
+
+/// One (model, scheme plan, device): the teacher-forced numbers a model card publishes (cli.md
+/// `model_results`, plus qdiff additions marked below).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelResult {
+    /// The model's name.
+    pub model: String,
+    /// The linear weights' scheme (`fp32` when none).
+    pub scheme: String,
+    /// (qdiff addition) The head's scheme (`fp32` when none).
+    #[serde(default = "fp32")]
+    pub head_scheme: String,
+    /// (qdiff addition) The embedding table's scheme (`fp32` when none).
+    #[serde(default = "fp32")]
+    pub embed_scheme: String,
+    /// Device id.
+    pub device: String,
+    /// (qdiff addition) `ok`, `unsupported` or `error`.
+    #[serde(default = "ok")]
+    pub status: String,
+    /// (qdiff addition) Why it is unsupported or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Teacher-forced positions compared.
+    pub positions: usize,
+    /// Positions where the device's top-1 equals the oracle's.
+    pub top1_agree: usize,
+    /// `top1_agree / positions`.
+    #[serde(with = "json_f64")]
+    pub top1_agreement: f64,
+    /// Binomial standard error of `top1_agreement`, `sqrt(p (1 - p) / N)`.
+    #[serde(with = "json_f64")]
+    pub top1_stderr: f64,
+    /// Mean of `|top5(oracle) ∩ top5(device)| / 5`.
+    #[serde(with = "json_f64")]
+    pub top5_overlap: f64,
+    /// KL(oracle ‖ device) of the next-token distributions, mean over positions (nats).
+    #[serde(with = "json_f64")]
+    pub kld_mean: f64,
+    /// (qdiff addition) Median KLD.
+    #[serde(default, with = "json_f64")]
+    pub kld_median: f64,
+    /// 99th percentile KLD (nearest rank).
+    #[serde(with = "json_f64")]
+    pub kld_p99: f64,
+    /// Largest KLD.
+    #[serde(with = "json_f64")]
+    pub kld_max: f64,
+    /// (qdiff addition) RMS over positions of `p_oracle(t) - p_device(t)`, `t` the oracle's top token.
+    #[serde(default, with = "json_f64")]
+    pub delta_p_rms: f64,
+    /// Tokens of the greedy rollout compared.
+    pub greedy_tokens: usize,
+    /// Length of the device's greedy rollout that is identical to the oracle's.
+    pub greedy_identical_prefix: usize,
+    /// (qdiff addition) Identical-prefix length of this device's greedy rollout against each other
+    /// device's, same scheme plan.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub greedy_vs_devices: BTreeMap<String, usize>,
+    /// Teacher-forced (prefill) throughput: positions / seconds of the device's forwards.
+    #[serde(with = "json_f64")]
+    pub tokens_per_s: f64,
+    /// (qdiff addition) Greedy decode throughput, one token per forward.
+    #[serde(default, with = "json_f64")]
+    pub decode_tokens_per_s: f64,
+    /// (qdiff addition) The first positions whose top-1 flipped (at most 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flips: Vec<Flip>,
+    /// (qdiff addition) The device's greedy tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub greedy: Vec<u32>,
+}
+
+fn fp32() -> String {
+    "fp32".into()
+}
+fn ok() -> String {
+    "ok".into()
 }
 
 /// One op case on one device.

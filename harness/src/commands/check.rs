@@ -546,6 +546,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         summary: summary.clone(),
         op_results: rec.op_results,
         model_results: Vec::new(),
+        models: Vec::new(),
         bench_results: Vec::new(),
         regressions: Vec::new(),
     };

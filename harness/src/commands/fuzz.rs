@@ -296,6 +296,7 @@ pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         summary: summary.clone(),
         op_results: found.iter().map(|f| f.result.clone()).collect(),
         model_results: Vec::new(),
+        models: Vec::new(),
         bench_results: Vec::new(),
         regressions: Vec::new(),
     };
