@@ -110,7 +110,7 @@ impl LlamaConfig {
         if self.head_dim == 0 || self.head_dim % 2 != 0 {
             return bad(format!("head_dim {} must be even and > 0", self.head_dim));
         }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) || !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0 && self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
             return bad(format!("rope_theta {} / rms_eps {} out of range", self.rope_theta, self.rms_eps));
         }
         Ok(())

@@ -36,3 +36,25 @@ pub use forward::{KvCache, RefExecutor};
 pub use quant::{QModel, QTensor, QuantPlan};
 pub use tokenizer::Tokenizer;
 pub use weights::{LayerWeights, Model, Source};
+
+/// The example model's file name (fetched into `models/` by `scripts/fetch-smollm2.sh`).
+pub const EXAMPLE_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// For tests that need the example model: its path when `models/` has it. When it is absent the
+/// test should skip: this prints the command that fetches it and returns `None`, except under
+/// `QDIFF_REQUIRE_MODEL=1` (set by CI, which fetches it), where a missing model is a failure.
+///
+/// # Panics
+/// When the model is absent and `QDIFF_REQUIRE_MODEL=1`.
+pub fn example_model_for_tests() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models").join(EXAMPLE_MODEL);
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!("models/{EXAMPLE_MODEL} is absent; fetch it with scripts/fetch-smollm2.sh");
+    if std::env::var("QDIFF_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!("QDIFF_REQUIRE_MODEL=1 but {msg}");
+    }
+    eprintln!("skipping: {msg}");
+    None
+}

@@ -60,6 +60,8 @@ impl QuantPlan {
 
 /// A weight as stored for a device: fp32, or a scheme's quantized codes and qparams. Linear
 /// weights are `[out, in]`; an embedding table is `[V, D]`.
+// A model holds a few hundred of these, each owning megabytes: the inline size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum QTensor {
     /// Kept in fp32.
