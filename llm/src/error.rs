@@ -7,12 +7,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ModelError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (not a `source`: the message says it once, and anyhow's chain would
+        /// print it again).
+        error: std::io::Error,
     },
     /// The file is not what it claims (bad magic, truncated, offsets past the end, absurd counts,
     /// unknown types). `at` says where: a byte offset, a field or a tensor name.
@@ -26,7 +27,7 @@ pub enum ModelError {
         detail: String,
     },
     /// A well-formed file that this model family does not cover (another architecture, a tensor
-    /// type without a dequantizer, a missing tensor).
+    /// type without a dequantizer, a feature such as MoE or `rope_freqs`).
     #[error("{path}: {detail}")]
     Unsupported {
         /// The file or folder.

@@ -508,7 +508,7 @@ impl Tokenizer {
 /// `tokenizer.json` file, or the `tokenizer.json` of a folder.
 pub fn load_for(path: &Path) -> Result<Tokenizer> {
     let shown = path.display().to_string();
-    let md = std::fs::metadata(path).map_err(|source| ModelError::Io { path: shown.clone(), source })?;
+    let md = std::fs::metadata(path).map_err(|error| ModelError::Io { path: shown.clone(), error })?;
     if md.is_dir() {
         let json = path.join("tokenizer.json");
         if !json.is_file() {

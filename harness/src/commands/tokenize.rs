@@ -72,8 +72,7 @@ pub fn escape_piece(bytes: &[u8]) -> String {
 
 /// Run the command.
 pub fn run(args: &TokenizeArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Exit> {
-    // Flattened: ModelError::Io already prints its OS error, which `{:#}` would repeat as a cause.
-    let tok = load_for(&args.model).map_err(|e| anyhow!("{e}"))?;
+    let tok = load_for(&args.model)?;
     let ids = token_ids(&tok, args)?;
     if args.json {
         let list: Vec<String> = ids.iter().map(u32::to_string).collect();
