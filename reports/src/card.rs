@@ -114,7 +114,15 @@ pub fn card_markdown(results: &Results) -> String {
         );
         let texts: Vec<String> = info.texts.iter().map(|(n, t)| format!("{} ({t})", cell(n))).collect();
         let _ = writeln!(s, "Texts (tokens): {}.", texts.join(", "));
-        let _ = writeln!(s, "Rollout prompt: `{}`.", cell(&info.rollout_prompt.replace('`', "'").replace('\n', "\\n")));
+        // Inside a code span backslashes are literal; only a pipe needs escaping (GFM tables), and
+        // a newline is shown as ↵.
+        let quote = |t: &str| t.replace('`', "'").replace(['\n', '\r'], "↵").replace('|', "\\|");
+        let _ = writeln!(
+            s,
+            "Rollout prompt: `{}`; the oracle continues `{}`.",
+            quote(&info.rollout_prompt),
+            quote(&info.oracle_greedy_text)
+        );
         let run = &results.run;
         let _ = writeln!(
             s,
@@ -126,4 +134,87 @@ pub fn card_markdown(results: &Results) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModelInfo, RunInfo, Summary, SCHEMA_VERSION};
+
+    fn result(device: &str, status: &str) -> ModelResult {
+        ModelResult {
+            model: "m".into(),
+            scheme: "w4g32-sym-ao".into(),
+            head_scheme: "fp32".into(),
+            embed_scheme: "fp32".into(),
+            device: device.into(),
+            status: status.into(),
+            note: (status != "ok").then(|| "no | way\nat all".into()),
+            positions: 16,
+            top1_agree: 15,
+            top1_agreement: 15.0 / 16.0,
+            top1_stderr: (15.0f64 / 16.0 * (1.0 / 16.0) / 16.0).sqrt(),
+            top5_overlap: 0.95,
+            kld_mean: 0.01,
+            kld_median: 0.005,
+            kld_p99: 0.05,
+            kld_max: f64::INFINITY,
+            delta_p_rms: 0.01,
+            greedy_tokens: 8,
+            greedy_identical_prefix: 8,
+            greedy_vs_devices: [("cpu".to_string(), 5)].into_iter().collect(),
+            tokens_per_s: 1234.5,
+            decode_tokens_per_s: 0.0,
+            flips: Vec::new(),
+            greedy: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn card_table_escapes_outside_strings_and_lists_failures() {
+        let results = crate::Results {
+            schema_version: SCHEMA_VERSION,
+            run: RunInfo {
+                qdiff_version: "0.1.0".into(),
+                git_commit: "abc".into(),
+                started_at: "t".into(),
+                host: "h".into(),
+                seed: 0,
+                shard: "1/1".into(),
+                command: None,
+            },
+            devices: Vec::new(),
+            summary: Summary::default(),
+            op_results: Vec::new(),
+            model_results: vec![result("vulkan:0 | evil", "ok"), result("metal", "unsupported")],
+            models: vec![ModelInfo {
+                name: "m".into(),
+                path: "a|b.gguf".into(),
+                sha256: "00ff".into(),
+                description: "llama".into(),
+                storage: "F32 x1".into(),
+                tokenizer: "t".into(),
+                texts: vec![("story".into(), 16)],
+                rollout_prompt: "<|im_start|>user\nHi".into(),
+                oracle_greedy: vec![1, 2],
+                oracle_greedy_text: "Hello | there".into(),
+            }],
+            bench_results: Vec::new(),
+            regressions: Vec::new(),
+        };
+        let card = card_markdown(&results);
+        let row = card.lines().find(|l| l.contains("evil")).expect("the ok row");
+        assert!(row.contains("vulkan:0 \\| evil"), "{row}");
+        assert!(row.contains("| 15/16 | 93.8 % ± 6.1 |"), "{row}");
+        assert!(row.contains("| inf |"), "{row}");
+        assert!(row.contains("| 8/8 | 1234 | – |"), "{row}");
+        // Every table row has the header's number of cells (escaped pipes do not count).
+        let cells = |l: &str| l.replace("\\|", "").matches('|').count();
+        let header = card.lines().find(|l| l.starts_with("| scheme")).unwrap();
+        assert_eq!(cells(row), cells(header));
+        assert!(card.contains("- w4g32-sym-ao on metal: unsupported (no \\| way at all)"), "{card}");
+        assert!(card.contains("`<\\|im_start\\|>user↵Hi`"), "{card}");
+        assert!(card.contains("Model: `a\\|b.gguf` (sha256 `00ff`)"), "{card}");
+        assert!(card_markdown(&crate::Results { model_results: Vec::new(), ..results }).is_empty());
+    }
 }

@@ -282,6 +282,9 @@ pub struct ModelInfo {
     pub rollout_prompt: String,
     /// The oracle's greedy tokens.
     pub oracle_greedy: Vec<u32>,
+    /// The oracle's greedy tokens decoded.
+    #[serde(default)]
+    pub oracle_greedy_text: String,
 }
 
 /// A position where the device's top-1 differs from the oracle's.
