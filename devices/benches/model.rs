@@ -44,16 +44,16 @@ fn bench(c: &mut Criterion) {
                 };
                 let mut g = c.benchmark_group(format!("forward/{name}/{}", plan.label()));
                 g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-                for t in [128usize] {
-                    let toks = tokens(t, vocab);
-                    g.throughput(Throughput::Elements(t as u64));
-                    g.bench_function(BenchmarkId::new(format!("prefill/{id}"), t), |b| {
-                        b.iter(|| {
-                            session.reset();
-                            session.forward(&toks).expect("forward")
-                        })
-                    });
-                }
+                // Prefill: 128 positions in one forward.
+                let t = 128;
+                let toks = tokens(t, vocab);
+                g.throughput(Throughput::Elements(t as u64));
+                g.bench_function(BenchmarkId::new(format!("prefill/{id}"), t), |b| {
+                    b.iter(|| {
+                        session.reset();
+                        session.forward(&toks).expect("forward")
+                    })
+                });
                 // Decode: one token per forward after a 32-token prompt (the cache is reset when
                 // it reaches 64 positions, so every measured step attends to 32..64 positions).
                 let prompt = tokens(32, vocab);

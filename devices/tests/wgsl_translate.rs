@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 /// The runner assembles each kernel from fragments (dtype alias, constants, bindings and the
 /// fragment files) per op, scheme family, dtype, storage and fault; what it assembled is recorded
 /// (`devices::gpu::assembled_kernels`). This sweeps every op over every example scheme of the
-/// catalogue (the first of each family also at `@f16`), both storages, and every fault, on the
-/// first GPU adapter, then
-/// returns everything that was assembled. Without an adapter it returns nothing (and fails when
+/// catalogue (the first of each family also at `@f16`), both storages, and every fault, and loads
+/// a few tiny models ([`sweep_models`]), on the first GPU adapter, then returns everything that
+/// was assembled. Without an adapter it returns nothing (and fails when
 /// `QDIFF_REQUIRE_VULKAN=1`): the fragments are then reported unchecked.
 fn instantiated_kernels() -> Vec<(String, String)> {
     use devices::case::{Fault, Op, OpCase, Storage, Variant};
@@ -94,7 +94,47 @@ fn instantiated_kernels() -> Vec<(String, String)> {
             }
         }
     }
+    sweep_models(gpu.as_mut());
     devices::gpu::assembled_kernels()
+}
+
+/// The model forward's kernels (`load_model`), assembled as a tiny model instantiates them: fp32
+/// (interleaved RoPE), a weight-only scheme at @bf16 (the input cast) and at @f16 where the
+/// adapter has it, Qwen3 (q/k norm, half RoPE), and 8da4w-vk with a quantized head and
+/// embedding (the op path's activation kernels, the integer linear, the quantized gather).
+/// Each model runs a prefill of 8 tokens and one decode step, which use different kernels.
+fn sweep_models(gpu: &mut dyn devices::Device) {
+    use kernels_ref::ops::RopeStyle;
+    use models::{Arch, QModel, QuantPlan};
+
+    let scheme = |s: &str| -> kernels_ref::scheme::Scheme { s.parse().expect("catalogue scheme") };
+    let mut c = models::synthetic::config();
+    c.vocab_size = 64;
+    c.hidden_size = 64;
+    c.n_layers = 1;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.head_dim = 32;
+    c.intermediate_size = 128;
+    let vk = QuantPlan { linear: Some(scheme("8da4w-vk")), head: Some(scheme("q4_0")), embed: Some(scheme("q8_0")) };
+    let cases = [
+        (Arch::Llama, RopeStyle::Interleaved, QuantPlan::default()),
+        (Arch::Qwen3, RopeStyle::Half, QuantPlan::linear(scheme("w4g32-sym-ao@bf16"))),
+        (Arch::Llama, RopeStyle::Interleaved, QuantPlan::linear(scheme("w4g32-sym-ao@f16"))),
+        (Arch::Qwen2, RopeStyle::Half, vk),
+    ];
+    for (i, (arch, style, plan)) in cases.into_iter().enumerate() {
+        let mut c = c.clone();
+        c.arch = arch;
+        c.rope_style = style;
+        let model = models::synthetic::model_with(c, i as u64);
+        let q = QModel::quantize(&model, &plan).expect("quantize the sweep model");
+        // An adapter without SHADER_F16 refuses @f16: nothing to assemble there.
+        if let Ok(mut s) = gpu.load_model(&q) {
+            let _ = s.forward(&[1, 2, 3, 4, 5, 6, 7, 8]);
+            let _ = s.forward(&[9]);
+        }
+    }
 }
 
 /// Every `.wgsl` file under `dir`, recursively, sorted.

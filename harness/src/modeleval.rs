@@ -247,11 +247,7 @@ pub fn model_info(model: &Model, seqs: &Sequences, rollout_prompt: &str, oracle:
         texts: seqs.texts.iter().map(|(n, t)| (n.clone(), t.len())).collect(),
         rollout_prompt: rollout_prompt.to_string(),
         oracle_greedy: oracle.greedy.clone(),
-        oracle_greedy_text: model
-            .tokenizer
-            .as_ref()
-            .and_then(|t| t.decode(&oracle.greedy).ok())
-            .unwrap_or_default(),
+        oracle_greedy_text: model.tokenizer.as_ref().and_then(|t| t.decode(&oracle.greedy).ok()).unwrap_or_default(),
     }
 }
 

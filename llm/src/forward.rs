@@ -44,7 +44,12 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `config`.
     pub fn new(config: &LlamaConfig) -> Self {
-        KvCache { k: vec![Vec::new(); config.n_layers], v: vec![Vec::new(); config.n_layers], len: 0, width: config.kv_width() }
+        KvCache {
+            k: vec![Vec::new(); config.n_layers],
+            v: vec![Vec::new(); config.n_layers],
+            len: 0,
+            width: config.kv_width(),
+        }
     }
 }
 
@@ -116,8 +121,22 @@ impl<'m> RefExecutor<'m> {
                 q = head_norm(&q, qn, c.head_dim, c.rms_eps)?;
                 k = head_norm(&k, kn, c.head_dim, c.rms_eps)?;
             }
-            let q = owned(ops::rope_with_scaling(view(&q), &positions, c.head_dim, c.rope_theta, c.rope_style, c.rope_scaling)?);
-            let k = owned(ops::rope_with_scaling(view(&k), &positions, c.head_dim, c.rope_theta, c.rope_style, c.rope_scaling)?);
+            let q = owned(ops::rope_with_scaling(
+                view(&q),
+                &positions,
+                c.head_dim,
+                c.rope_theta,
+                c.rope_style,
+                c.rope_scaling,
+            )?);
+            let k = owned(ops::rope_with_scaling(
+                view(&k),
+                &positions,
+                c.head_dim,
+                c.rope_theta,
+                c.rope_style,
+                c.rope_scaling,
+            )?);
             cache.k[li].extend_from_slice(&k.data);
             cache.v[li].extend_from_slice(&v.data);
             let s = start + t;
@@ -155,7 +174,10 @@ impl<'m> RefExecutor<'m> {
 /// Token ids must be in the vocabulary and fit the context.
 pub fn check_tokens(c: &LlamaConfig, start: usize, tokens: &[u32]) -> Result<()> {
     if let Some((i, &id)) = tokens.iter().enumerate().find(|&(_, &id)| id as usize >= c.vocab_size) {
-        return Err(ModelError::Input(format!("token {id} at index {i} is outside the vocabulary of {}", c.vocab_size)));
+        return Err(ModelError::Input(format!(
+            "token {id} at index {i} is outside the vocabulary of {}",
+            c.vocab_size
+        )));
     }
     if start + tokens.len() > c.max_positions {
         return Err(ModelError::Input(format!(

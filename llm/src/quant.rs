@@ -185,12 +185,8 @@ impl QModel {
     /// scheme given for weights, names the tensor and its shape.
     pub fn quantize(model: &Model, plan: &QuantPlan) -> Result<QModel> {
         let w = plan.linear;
-        let layers = model
-            .layers
-            .par_iter()
-            .enumerate()
-            .map(|(i, l)| quantize_layer(i, l, w))
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            model.layers.par_iter().enumerate().map(|(i, l)| quantize_layer(i, l, w)).collect::<Result<Vec<_>>>()?;
         let (embed, head) = rayon::join(
             || QTensor::quantize(&model.embed, plan.embed, "the embedding table"),
             || QTensor::quantize(model.head(), plan.head, "the head"),

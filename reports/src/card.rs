@@ -96,7 +96,13 @@ pub fn card_markdown(results: &Results) -> String {
         for r in rows.iter().filter(|r| r.status == "ok") {
             for (other, n) in &r.greedy_vs_devices {
                 if r.device.as_str() < other.as_str() {
-                    vs.push(format!("{} {} vs {}: {n}/{}", cell(&r.scheme), cell(&r.device), cell(other), r.greedy_tokens));
+                    vs.push(format!(
+                        "{} {} vs {}: {n}/{}",
+                        cell(&r.scheme),
+                        cell(&r.device),
+                        cell(other),
+                        r.greedy_tokens
+                    ));
                 }
             }
         }

@@ -75,7 +75,8 @@ fn oracle_logits_are_the_same_bits_on_every_run_and_thread_count() {
     assert_eq!(one["positions"][0]["top_ids"].as_array().unwrap().len(), 4);
     assert_eq!(one["full"]["3"].as_array().unwrap().len(), 512);
     // A scheme on the cpu changes the logits but (on this peaked model) rarely the top-1.
-    let q = logits(&["logits", "--tokens", "5,17,300,2,44,44,9", "--device", "cpu", "--scheme", "w8g32-sym-ao", "--json"]);
+    let q =
+        logits(&["logits", "--tokens", "5,17,300,2,44,44,9", "--device", "cpu", "--scheme", "w8g32-sym-ao", "--json"]);
     assert_ne!(q["positions"][6]["top_logits"], one["positions"][6]["top_logits"]);
     let r = qdiff(&["logits", "--tokens", "5,99999", "--json"]);
     assert_eq!(r.code, 2);
@@ -91,7 +92,14 @@ fn smollm2_oracle_and_eval() {
     let Some(model) = models::example_model_for_tests() else { return };
     let m = model.to_str().unwrap();
     // "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-    let t = qdiff(&["tokenize", "--model", m, "--text", "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", "--json"]);
+    let t = qdiff(&[
+        "tokenize",
+        "--model",
+        m,
+        "--text",
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        "--json",
+    ]);
     assert_eq!(t.code, 0, "{}", t.stderr);
     let ids: Value = serde_json::from_slice(&t.stdout).unwrap();
     let ids: Vec<String> = ids["tokens"].as_array().unwrap().iter().map(|v| v.to_string()).collect();

@@ -9,7 +9,8 @@
 //! the way the framework does (fp32, T, or i32 per group for 8da4w). Work is split with rayon
 //! over rows, groups or tiles of output channels, each output computed by one task in a fixed
 //! order, so the bits never depend on the thread count. The deliberate faults a case can ask
-//! for live in `faults`; the device's self-description in `info`; how work is split in `par`.
+//! for live in `faults`; the device's self-description in `info`; how work is split in `par`;
+//! whole models (weights packed once, a KV cache, the f32 ops between the linears) in `model`.
 
 mod act;
 mod dequant;
@@ -17,18 +18,20 @@ mod faults;
 mod ggml;
 mod info;
 mod linear;
+mod model;
 mod num;
 mod par;
 mod quantize;
 mod storage;
 
 use crate::case::{Op, OpCase, Outputs, Storage, Timing, TimingMethod, Variant};
-use crate::device::{need, Device, DeviceError, DeviceInfo, Support};
+use crate::device::{need, Device, DeviceError, DeviceInfo, ModelSession, Support};
 use crate::reference::{check_linear_shapes, op_applies, quantized_outputs};
 use faults::Faults;
 use kernels_ref::dtype::DType;
 use kernels_ref::scheme::{Family, LutMode, Scheme};
 use linear::Accum;
+use models::QModel;
 use std::time::Instant;
 use storage::PackedWeights;
 
@@ -98,6 +101,13 @@ impl Device for CpuDevice {
             );
         }
         Support::Supported
+    }
+
+    /// Packs every quantized weight once into its scheme's storage (see `model`); a scheme the
+    /// cpu linear does not run is [`DeviceError::Unsupported`] with the reason.
+    fn load_model(&mut self, model: &QModel) -> Result<Box<dyn ModelSession + '_>, DeviceError> {
+        let session = model::CpuSession::new(model, |op, scheme| self.supports(op, scheme, &Variant::default()))?;
+        Ok(Box::new(session))
     }
 
     fn run(&mut self, case: &OpCase) -> Result<Outputs, DeviceError> {

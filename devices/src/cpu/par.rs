@@ -35,3 +35,26 @@ where
     let per_task = (MIN_TASK_WORK / work_each).max(1);
     out.par_chunks_mut(chunk).with_min_len(per_task).enumerate().map_init(init, |s, (i, c)| f(s, i, c)).collect()
 }
+
+/// Run `f(scratch, i)` for every task `i in 0..count` and collect the results in task order, on
+/// the calling thread when the work is small and across the pool otherwise (as [`for_chunks`]).
+/// For tasks whose outputs are not one contiguous slice of a buffer (a tile of output columns
+/// for every token): each result is computed whole by one call, so the bits never depend on the
+/// thread count.
+pub(crate) fn map_tasks<S, R>(
+    count: usize,
+    work_each: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) -> R + Sync + Send,
+) -> Vec<R>
+where
+    R: Send,
+{
+    let work_each = work_each.max(1);
+    if count < 2 || count.saturating_mul(work_each) < 2 * MIN_TASK_WORK || rayon::current_num_threads() < 2 {
+        let mut scratch = init();
+        return (0..count).map(|i| f(&mut scratch, i)).collect();
+    }
+    let per_task = (MIN_TASK_WORK / work_each).max(1);
+    (0..count).into_par_iter().with_min_len(per_task).map_init(init, f).collect()
+}

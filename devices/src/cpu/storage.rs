@@ -5,7 +5,8 @@
 //!
 //! Kernels never see `Quantized::q`: they decode packed bytes row by row ([`PackedWeights::decode_row`])
 //! and read scales through the grid accessors, which is where the nibble-swap and scale-transpose
-//! faults live.
+//! faults live. A model's linears, which run without faults, decode the common layouts in one
+//! pass straight to values ([`PackedWeights::dequant_row_fused`], the same bits).
 
 use super::bad_case;
 use super::faults::Faults;
@@ -171,6 +172,31 @@ fn formula_of(family: &Family) -> Formula {
     }
 }
 
+/// Why a quantized tensor could not be packed: the reference refused it (bad geometry, a
+/// packing that does not fit), or its stored values do not fit the scheme (the detail says how).
+#[derive(Debug)]
+pub(crate) enum PackError {
+    /// kernels-ref's granularity check or packer refused the tensor.
+    Ref(kernels_ref::RefError),
+    /// The stored qparams, zero-points or LUT do not fit the scheme's grid or dtypes.
+    Bad(String),
+}
+
+impl From<kernels_ref::RefError> for PackError {
+    fn from(e: kernels_ref::RefError) -> Self {
+        PackError::Ref(e)
+    }
+}
+
+impl std::fmt::Display for PackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackError::Ref(e) => write!(f, "{e}"),
+            PackError::Bad(s) => f.write_str(s),
+        }
+    }
+}
+
 impl PackedWeights {
     /// Pack `wq` once into the scheme's layout and store its qparams in their dtypes, checking
     /// that the stored values fit the scheme's geometry.
@@ -179,12 +205,22 @@ impl PackedWeights {
         if wq.scheme != scheme {
             return Err(bad_case(case, format!("wq was quantized with {} but the case runs {scheme}", wq.scheme)));
         }
+        Self::from_quantized(wq).map_err(|e| match e {
+            PackError::Ref(r) => DeviceError::Ref(r),
+            PackError::Bad(detail) => bad_case(case, detail),
+        })
+    }
+
+    /// [`new`](Self::new) without a case: pack `wq` with its own scheme (`wq.scheme`), as a
+    /// model's weights are packed once when it is loaded.
+    pub fn from_quantized(wq: &Quantized) -> Result<PackedWeights, PackError> {
+        let scheme = wq.scheme;
         let [rows, cols] = wq.shape;
         if rows.checked_mul(cols) != Some(wq.q.len()) {
-            return Err(bad_case(case, format!("wq holds {} codes for shape [{rows}, {cols}]", wq.q.len())));
+            return Err(PackError::Bad(format!("wq holds {} codes for shape [{rows}, {cols}]", wq.q.len())));
         }
         let gran = scheme.granularity();
-        gran.check(&scheme.to_string(), cols).map_err(DeviceError::Ref)?;
+        gran.check(&scheme.to_string(), cols)?;
         let t = Arith(scheme.dtype);
         let formula = formula_of(&scheme.family);
         let packing = scheme.packing();
@@ -221,19 +257,16 @@ impl PackedWeights {
                     Grid::Tensor => 1,
                 };
                 if wq.scales.len() != want {
-                    return Err(bad_case(
-                        case,
-                        format!(
-                            "wq has {} scales, the [{rows}, {cols}] grid of {scheme} needs {want}",
-                            wq.scales.len()
-                        ),
-                    ));
+                    return Err(PackError::Bad(format!(
+                        "wq has {} scales, the [{rows}, {cols}] grid of {scheme} needs {want}",
+                        wq.scales.len()
+                    )));
                 }
                 let sd = scale_dtype(&scheme.family, scheme.dtype).unwrap_or(DType::F32);
-                w.scales = Some(FloatBuf::store(sd, &wq.scales, "scales").map_err(|e| bad_case(case, e))?);
+                w.scales = Some(FloatBuf::store(sd, &wq.scales, "scales").map_err(PackError::Bad)?);
                 if let Some(z) = &wq.zero_points {
                     if z.len() != want {
-                        return Err(bad_case(case, format!("wq has {} zero-points, expected {want}", z.len())));
+                        return Err(PackError::Bad(format!("wq has {} zero-points, expected {want}", z.len())));
                     }
                     w.zps = Some(if formula == Formula::IntZp {
                         let ints = z
@@ -243,45 +276,43 @@ impl PackedWeights {
                                 if v.fract() == 0.0 && (-128.0..=127.0).contains(&v) {
                                     Ok(v as i8)
                                 } else {
-                                    Err(bad_case(case, format!("zero_points[{i}] = {v} is not an int8 zero-point")))
+                                    Err(PackError::Bad(format!("zero_points[{i}] = {v} is not an int8 zero-point")))
                                 }
                             })
                             .collect::<Result<Vec<i8>, _>>()?;
                         ZpBuf::Int(ints)
                     } else {
-                        ZpBuf::Float(FloatBuf::store(scheme.dtype, z, "zero_points").map_err(|e| bad_case(case, e))?)
+                        ZpBuf::Float(FloatBuf::store(scheme.dtype, z, "zero_points").map_err(PackError::Bad)?)
                     });
                 }
             }
-            Formula::Lut => w.lut = Some(Self::lut_store(case, wq)?),
+            Formula::Lut => w.lut = Some(Self::lut_store(wq).map_err(PackError::Bad)?),
             Formula::GgmlScale | Formula::GgmlScaleMin | Formula::GgmlK => {}
         }
         Ok(w)
     }
 
-    fn lut_store(case: &OpCase, wq: &Quantized) -> Result<LutStore, DeviceError> {
-        let Family::Pal { bits, pcs, lut: lg, .. } = case.scheme.family else {
-            return Err(bad_case(case, "a LUT store for a scheme that is not palettized".to_string()));
+    fn lut_store(wq: &Quantized) -> Result<LutStore, String> {
+        let scheme = wq.scheme;
+        let Family::Pal { bits, pcs, lut: lg, .. } = scheme.family else {
+            return Err("a LUT store for a scheme that is not palettized".to_string());
         };
         let [rows, cols] = wq.shape;
         let levels = 1usize << bits;
-        let values = wq.lut.as_ref().ok_or_else(|| bad_case(case, "palettized weights without a LUT".into()))?;
+        let values = wq.lut.as_ref().ok_or_else(|| "palettized weights without a LUT".to_string())?;
         let n_luts = wq.lut_shape.map_or(1, |s| s[0]).max(1);
         if rows % n_luts != 0 || values.len() != n_luts * levels {
-            return Err(bad_case(
-                case,
-                format!("LUT of {} entries as {n_luts} LUTs of {levels} does not fit {rows} rows", values.len()),
+            return Err(format!(
+                "LUT of {} entries as {n_luts} LUTs of {levels} does not fit {rows} rows",
+                values.len()
             ));
         }
         if let LutGranularity::GroupedChannels(c) = lg {
             if rows != 0 && n_luts * c != rows {
-                return Err(bad_case(
-                    case,
-                    format!("{n_luts} LUTs for {rows} rows, but the scheme shares one per {c}"),
-                ));
+                return Err(format!("{n_luts} LUTs for {rows} rows, but the scheme shares one per {c}"));
             }
         }
-        let values = match FloatBuf::store(case.scheme.dtype, values, "lut").map_err(|e| bad_case(case, e))? {
+        let values = match FloatBuf::store(scheme.dtype, values, "lut")? {
             // Kept widened: a lookup is a copy, the dtype only matters for the check above.
             FloatBuf::F32(v) => v,
             other => (0..values.len()).map(|i| other.get(i)).collect(),
@@ -291,12 +322,9 @@ impl PackedWeights {
             Some(axis) => {
                 let want = if axis == PcsAxis::Col { cols } else { rows };
                 if wq.scales.len() != want {
-                    return Err(bad_case(
-                        case,
-                        format!("per-channel scale has {} entries, expected {want}", wq.scales.len()),
-                    ));
+                    return Err(format!("per-channel scale has {} entries, expected {want}", wq.scales.len()));
                 }
-                Some((axis, FloatBuf::store(case.scheme.dtype, &wq.scales, "scales").map_err(|e| bad_case(case, e))?))
+                Some((axis, FloatBuf::store(scheme.dtype, &wq.scales, "scales")?))
             }
         };
         Ok(LutStore { values, levels, rows_per_lut: (rows / n_luts).max(1), pcs })
@@ -426,6 +454,119 @@ impl PackedWeights {
         }
     }
 
+    /// The integer codes of row `n` as i8 (`cols` long), straight from the packed bytes, for the
+    /// layouts 8da4w weights use (torchao's int8 codes, XNNPACK's and fbgemm's nibbles): what
+    /// [`decode_row`](Self::decode_row) gives without the nibble-swap fault, cast to i8, in one
+    /// pass that vectorizes. Returns `false`, writing nothing, for any other layout.
+    #[inline(always)]
+    pub fn decode_row_i8(&self, n: usize, out: &mut [i8]) -> bool {
+        let cols = self.cols;
+        let b = &self.bytes;
+        match self.packing {
+            Packing::Unpacked { .. } => {
+                out[..cols].iter_mut().zip(&b[n * cols..(n + 1) * cols]).for_each(|(o, &x)| *o = x as i8);
+                true
+            }
+            Packing::Nibbles(kind) => {
+                let rb = cols.div_ceil(2);
+                let row = &b[n * rb..n * rb + cols / 2];
+                let nib = |v: u8| match kind {
+                    Nibbles::LnEvenOb => v as i8 - 8,
+                    Nibbles::LnEvenTc => ((v << 4) as i8) >> 4,
+                };
+                for (pair, &x) in out[..cols].chunks_exact_mut(2).zip(row) {
+                    pair[0] = nib(x & 0xF);
+                    pair[1] = nib(x >> 4);
+                }
+                if cols % 2 == 1 {
+                    out[cols - 1] = nib(b[n * rb + cols / 2] & 0xF);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Row `n` dequantized into `out` (`cols` long) straight from the packed bytes, in one pass,
+    /// for the layouts whole models mostly run (torchao's int8 codes, ggml's Q4_0, Q4_1, Q8_0
+    /// and Q4_K blocks, MLX's 4-bit words in f32): the values are bit for bit those of
+    /// `dequant::dequant_row` without faults (the same operations on the same operands; a unit
+    /// test compares them), but the codes never go through an `i32` buffer, so the loops
+    /// vectorize. Returns `false`, writing nothing, for any other layout or formula.
+    #[inline(always)]
+    pub fn dequant_row_fused(&self, n: usize, out: &mut [f32]) -> bool {
+        let (cols, gl) = (self.cols, self.group_len);
+        let b = &self.bytes;
+        let fp16_at = |blk: &[u8], at: usize| f16_bits_value(u16::from_le_bytes([blk[at], blk[at + 1]]));
+        match (self.packing, self.formula) {
+            (Packing::Unpacked { signed, .. }, Formula::IntZp) if gl > 0 => {
+                let row = &b[n * cols..(n + 1) * cols];
+                for (g, (o, codes)) in out[..cols].chunks_exact_mut(gl).zip(row.chunks_exact(gl)).enumerate() {
+                    let (s, z) = (self.scale(n, g, &Faults::NONE), self.int_zero(n, g));
+                    if signed {
+                        o.iter_mut().zip(codes).for_each(|(o, &c)| *o = (c as i8 as i32 - z) as f32 * s);
+                    } else {
+                        o.iter_mut().zip(codes).for_each(|(o, &c)| *o = (c as i32 - z) as f32 * s);
+                    }
+                }
+                if self.t.0 != DType::F32 {
+                    out[..cols].iter_mut().for_each(|v| *v = self.t.round(*v));
+                }
+                true
+            }
+            (Packing::GgmlQ4_0, Formula::GgmlScale) | (Packing::GgmlQ4_1, Formula::GgmlScaleMin) => {
+                let q4_1 = self.packing == Packing::GgmlQ4_1;
+                let (bb, qs_at) = if q4_1 { (20, 4) } else { (18, 2) };
+                let row = &b[n * (cols / 32) * bb..(n + 1) * (cols / 32) * bb];
+                for (blk, o) in row.chunks_exact(bb).zip(out[..cols].chunks_exact_mut(32)) {
+                    // Q4_0 adds −0.0, which changes no value (not even a zero's sign): one loop
+                    // for both formats.
+                    let (d, m, off) =
+                        if q4_1 { (fp16_at(blk, 0), fp16_at(blk, 2), 0) } else { (fp16_at(blk, 0), -0.0, 8) };
+                    let qs: &[u8; 16] = blk[qs_at..qs_at + 16].try_into().expect("16 bytes of nibbles");
+                    nibble_block(qs, off, d, m, o.try_into().expect("32 values"));
+                }
+                true
+            }
+            (Packing::GgmlQ8_0, Formula::GgmlScale) => {
+                let row = &b[n * (cols / 32) * 34..(n + 1) * (cols / 32) * 34];
+                for (blk, o) in row.chunks_exact(34).zip(out[..cols].chunks_exact_mut(32)) {
+                    let d = fp16_at(blk, 0);
+                    o.iter_mut().zip(&blk[2..]).for_each(|(o, &x)| *o = x as i8 as i32 as f32 * d);
+                }
+                true
+            }
+            (Packing::GgmlQ4K, Formula::GgmlK) => {
+                let nsb = cols / 256;
+                for s in 0..nsb {
+                    let blk = &b[(n * nsb + s) * 144..(n * nsb + s + 1) * 144];
+                    for c in 0..4 {
+                        let qs = &blk[16 + 32 * c..16 + 32 * (c + 1)];
+                        let (d0, m0) = self.ggml_params(n, s * 8 + 2 * c, &Faults::NONE);
+                        let (d1, m1) = self.ggml_params(n, s * 8 + 2 * c + 1, &Faults::NONE);
+                        let (lo, hi) = out[s * 256 + 64 * c..s * 256 + 64 * (c + 1)].split_at_mut(32);
+                        lo.iter_mut().zip(qs).for_each(|(l, &x)| *l = d0 * (x & 0xF) as i32 as f32 - m0);
+                        hi.iter_mut().zip(qs).for_each(|(h, &x)| *h = d1 * (x >> 4) as i32 as f32 - m1);
+                    }
+                }
+                true
+            }
+            (Packing::MlxWords { bits: 4 }, Formula::MulAdd) if self.t.0 == DType::F32 && gl % 2 == 0 && gl > 0 => {
+                let rb = (cols * 4).div_ceil(32) * 4;
+                let row = &b[n * rb..n * rb + cols / 2];
+                for (g, (o, bytes)) in out[..cols].chunks_exact_mut(gl).zip(row.chunks_exact(gl / 2)).enumerate() {
+                    let (s, z) = (self.scale(n, g, &Faults::NONE), self.zero(n, g));
+                    for (pair, &x) in o.chunks_exact_mut(2).zip(bytes) {
+                        pair[0] = s * (x & 0xF) as i32 as f32 + z;
+                        pair[1] = s * (x >> 4) as i32 as f32 + z;
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// ggml: the block holding group `g` of row `n` (Q4_0/Q4_1/Q8_0: 32-element blocks).
     #[inline]
     fn ggml_block(&self, n: usize, g: usize, bytes_per_block: usize) -> &[u8] {
@@ -471,6 +612,30 @@ impl PackedWeights {
             Some((PcsAxis::Col, s)) => self.t.mul(s.get(c), v),
             Some((PcsAxis::Row, s)) => self.t.mul(s.get(n), v),
         }
+    }
+}
+
+/// The value of fp16 bits, by bit manipulation (exact; NaNs quieted as F16C and `half` do), so
+/// that it inlines into the fused decode loops instead of calling out per block.
+#[inline(always)]
+fn f16_bits_value(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let (exp, man) = (((h >> 10) & 0x1F) as u32, (h & 0x3FF) as u32);
+    match exp {
+        // Zero and subnormals: man · 2^-24, exact in f32.
+        0 => f32::from_bits((man as f32 * (1.0 / 16_777_216.0)).to_bits() | sign),
+        0x1F if man == 0 => f32::from_bits(sign | 0x7F80_0000),
+        0x1F => f32::from_bits(sign | 0x7FC0_0000 | (man << 13)),
+        _ => f32::from_bits(sign | ((exp + 112) << 23) | (man << 13)),
+    }
+}
+
+/// One ggml block of 32 nibbles (low nibbles first, then high): `(q − off)·d + m` in f32.
+#[inline(always)]
+fn nibble_block(qs: &[u8; 16], off: i32, d: f32, m: f32, out: &mut [f32; 32]) {
+    for l in 0..16 {
+        out[l] = ((qs[l] & 0xF) as i32 - off) as f32 * d + m;
+        out[l + 16] = ((qs[l] >> 4) as i32 - off) as f32 * d + m;
     }
 }
 
@@ -530,5 +695,22 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
         (s[j] & 63, s[j + 4] & 63)
     } else {
         ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inline fp16 conversion of the fused decode is `half`'s, for every bit pattern.
+    #[test]
+    fn f16_bits_value_is_exact() {
+        for h in 0..=u16::MAX {
+            let (got, want) = (f16_bits_value(h), f16_value(h));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{h:#06x}: {got:e} vs {want:e}"
+            );
+        }
     }
 }

@@ -30,7 +30,7 @@ pub(crate) const POISON_F32: u32 = 0x7FC0_DEAD;
 pub(crate) const POISON_I32: u32 = 0x7EAD_BEEF;
 
 /// How long to wait for the queue before declaring the device hung.
-const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Scalar element type of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub(crate) enum Elem {
     U32,
     /// `f16` (needs SHADER_F16); stored two per word.
     F16,
+    /// `vec4<f32>`: four f32 words per element (read-only model activations and weights,
+    /// loaded a vector at a time).
+    F32x4,
 }
 
 impl Elem {
@@ -52,11 +55,12 @@ impl Elem {
             Elem::I32 => "i32",
             Elem::U32 => "u32",
             Elem::F16 => "f16",
+            Elem::F32x4 => "vec4<f32>",
         }
     }
     fn poison(self) -> u32 {
         match self {
-            Elem::F32 => POISON_F32,
+            Elem::F32 | Elem::F32x4 => POISON_F32,
             Elem::I32 | Elem::U32 => POISON_I32,
             // Two fp16 NaNs with a payload per word.
             Elem::F16 => 0x7EAD_7EAD,
@@ -274,9 +278,11 @@ fn encode_texels(f: TexelFormat, data: &TexData, texels: usize) -> Vec<u8> {
 }
 
 /// A compiled kernel.
-struct Kernel {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
+pub(crate) struct Kernel {
+    /// The pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Its bind group layout (binding 0: the params uniform; then the dispatch's uses in order).
+    pub layout: wgpu::BindGroupLayout,
 }
 
 /// An opened wgpu device with its caches.
@@ -399,7 +405,8 @@ impl Gpu {
         }
     }
 
-    fn take_errors(&self) -> Option<String> {
+    /// The device-lost message, or the uncaptured errors collected since the last call.
+    pub(crate) fn take_errors(&self) -> Option<String> {
         if let Ok(l) = self.lost.lock() {
             if let Some(m) = l.as_ref() {
                 return Some(m.clone());
@@ -415,6 +422,13 @@ impl Gpu {
 
     /// Run a program and read back its outputs. Errors are strings for `DeviceError::Failed`.
     pub fn run(&mut self, prog: &Program) -> Result<Results, String> {
+        self.scoped(|gpu| gpu.run_inner(prog))
+    }
+
+    /// Run `f` inside validation, out-of-memory and internal error scopes: an error any of them
+    /// caught, a lost device or an uncaptured error becomes `Err` (a device already lost fails
+    /// before `f` runs).
+    pub(crate) fn scoped<T>(&mut self, f: impl FnOnce(&mut Gpu) -> Result<T, String>) -> Result<T, String> {
         if let Some(e) = self.take_errors() {
             // A lost device stays lost; stale validation errors are dropped with a note.
             if e.starts_with("device lost") {
@@ -424,7 +438,7 @@ impl Gpu {
         let scope_v = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let scope_m = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope_i = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
-        let res = self.run_inner(prog);
+        let res = f(self);
         let ei = pollster::block_on(scope_i.pop());
         let em = pollster::block_on(scope_m.pop());
         let ev = pollster::block_on(scope_v.pop());
@@ -438,7 +452,9 @@ impl Gpu {
         res
     }
 
-    fn kernel(&mut self, prog: &Program, d: &Dispatch) -> Result<Arc<Kernel>, String> {
+    /// The compiled kernel of dispatch `d` of `prog` (assembled, recorded for
+    /// [`assembled_kernels`], and cached by source and binding layout).
+    pub(crate) fn kernel(&mut self, prog: &Program, d: &Dispatch) -> Result<Arc<Kernel>, String> {
         let (src, passthrough) = assemble(prog, d)?;
         record_assembled(d.entry, &src);
         let layout_key: String = d
@@ -853,6 +869,9 @@ fn assemble(prog: &Program, d: &Dispatch) -> Result<(String, bool), String> {
                 s.push_str(&format!(
                     "fn {name}_ld(i: u32) -> {scalar} {{ let t = i / {cpt}u; return textureLoad({name}, vec2<u32>(t % {w}u, t / {w}u))[i % {cpt}u]; }}\n"
                 ));
+                s.push_str(&format!(
+                    "fn {name}_ld4(t: u32) -> vec4<{scalar}> {{ return textureLoad({name}, vec2<u32>(t % {w}u, t / {w}u)); }}\n"
+                ));
             } else {
                 s.push_str(&format!(
                     "fn {name}_st(t: u32, v: vec4<{scalar}>) {{ textureStore({name}, vec2<u32>(t % {w}u, t / {w}u), v); }}\n"
@@ -865,7 +884,13 @@ fn assemble(prog: &Program, d: &Dispatch) -> Result<(String, bool), String> {
                 "@group(0) @binding({b}) var<storage, {acc}> {name}: array<{ty}>;\nalias {name}_S = {ty};\nconst {name}_CPT: u32 = 1u;\n"
             ));
             s.push_str(&format!("fn {name}_ld(i: u32) -> {ty} {{ return {name}[i]; }}\n"));
-            if u.access == Access::Write {
+            if bf.elem == Elem::F32x4 {
+                // A vec4 buffer is a drop-in for an rgba32float texture: texel t is element t.
+                s.push_str(&format!("fn {name}_ld4(t: u32) -> vec4<f32> {{ return {name}[t]; }}\n"));
+                if u.access == Access::Write {
+                    s.push_str(&format!("fn {name}_st(t: u32, v: vec4<f32>) {{ {name}[t] = v; }}\n"));
+                }
+            } else if u.access == Access::Write {
                 s.push_str(&format!("fn {name}_st(t: u32, v: vec4<{ty}>) {{ {name}[t] = v.x; }}\n"));
             }
         } else {

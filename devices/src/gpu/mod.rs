@@ -5,19 +5,24 @@
 //! - [`context`]: the wgpu compute skeleton wrapped once (buffers, textures, pipelines cached per
 //!   kernel and specialization, poisoned outputs, error scopes, timestamp timing).
 //! - [`ops`]: each op as WGSL launches, and what is supported.
+//! - [`model`]: a whole model (`Device::load_model`): weights, activations and KV cache kept on
+//!   the device, one command buffer per layer.
 //! - [`probe`]: the probed numerics of an adapter (fma fusion, `round` ties, conversions).
 //! - [`spirv`]: naga translation and the SPIR-V patches passthrough kernels need.
 //! - `kernels/*.wgsl`: the kernels, embedded.
 
 mod context;
+mod model;
 mod ops;
+
+pub use model::GpuSession;
 
 pub use context::assembled_kernels;
 pub mod probe;
 pub mod spirv;
 
 use crate::case::{Op, OpCase, Outputs, Variant};
-use crate::device::{Device, DeviceError, DeviceInfo, DeviceKind, Support};
+use crate::device::{Device, DeviceError, DeviceInfo, DeviceKind, ModelSession, Support};
 use kernels_ref::scheme::Scheme;
 use std::collections::BTreeMap;
 
@@ -153,6 +158,14 @@ pub fn open(kind: DeviceKind, index: usize) -> Result<GpuDevice, DeviceError> {
     Ok(GpuDevice { info, gpu })
 }
 
+impl GpuDevice {
+    /// [`Device::load_model`] with the concrete session type (which also reports the bytes it
+    /// holds on the device).
+    pub fn load_gpu_model(&mut self, model: &models::QModel) -> Result<GpuSession<'_>, DeviceError> {
+        model::load(&mut self.gpu, &self.info.id, model)
+    }
+}
+
 impl Device for GpuDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -173,6 +186,10 @@ impl Device for GpuDevice {
             }
             ops::OpError::Failed(detail) => DeviceError::Failed { device, detail },
         })
+    }
+
+    fn load_model(&mut self, model: &models::QModel) -> Result<Box<dyn ModelSession + '_>, DeviceError> {
+        Ok(Box::new(self.load_gpu_model(model)?))
     }
 
     fn export(&mut self, case: &OpCase) -> Option<serde_json::Value> {

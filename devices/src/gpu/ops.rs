@@ -41,7 +41,7 @@ fn no<T>(why: impl Into<String>) -> R<T> {
 }
 
 /// The dtype string the program computes in (`f32`, native `f16`, emulated `bf16`).
-fn dtype_of(gpu: &Gpu, t: DType) -> R<&'static str> {
+pub(crate) fn dtype_of(gpu: &Gpu, t: DType) -> R<&'static str> {
     match t {
         DType::F32 => Ok("f32"),
         DType::BF16 => Ok("bf16"),
@@ -145,7 +145,7 @@ fn weight_support(gpu: &Gpu, s: &Scheme, v: &Variant) -> R<()> {
     Ok(())
 }
 
-fn is_ggml(s: &Scheme) -> bool {
+pub(crate) fn is_ggml(s: &Scheme) -> bool {
     matches!(s.family, Family::Q4_0 { .. } | Family::Q4_1 { .. } | Family::Q8_0 | Family::Q4K { .. })
 }
 
@@ -280,20 +280,25 @@ fn f32_words(v: &[f32]) -> Vec<u32> {
 
 /// Where the per-token activation qparams live and through which formats they are written/read.
 #[derive(Debug, Clone)]
-struct ActPlan {
-    flavor: u32,
-    eps_bits: u32,
-    scale: ActRes,
-    zp: ActRes,
+pub(crate) struct ActPlan {
+    /// `FLAVOR` of the act kernels.
+    pub flavor: u32,
+    /// `EPS_BITS` of the act kernels.
+    pub eps_bits: u32,
+    /// Where the per-token scales live.
+    pub scale: ActRes,
+    /// Where the per-token zero-points live.
+    pub zp: ActRes,
 }
 
+/// A per-token qparam resource: a buffer of an element type, or a texture.
 #[derive(Debug, Clone)]
-enum ActRes {
+pub(crate) enum ActRes {
     Buffer(Elem),
     Texture { alloc: TexelFormat, write: TexelFormat, read: TexelFormat },
 }
 
-fn act_plan(gpu: &Gpu, a: &Scheme, v: &Variant, inject: Option<Fault>) -> R<ActPlan> {
+pub(crate) fn act_plan(gpu: &Gpu, a: &Scheme, v: &Variant, inject: Option<Fault>) -> R<ActPlan> {
     let Family::Act { flavor, zp_dtype } = a.family else { return no("not a per-token activation scheme") };
     let t = a.dtype;
     dtype_of(gpu, t)?;
@@ -472,18 +477,24 @@ fn q8_0(gpu: &mut Gpu, s: &Scheme, x: &kernels_ref::tensor::Matrix, qf: u32, v: 
 // Weights
 
 /// How `weights.wgsl` decodes one stored tensor.
-struct WeightPlan {
-    consts: Vec<(&'static str, u32)>,
-    params: Vec<(&'static str, u32)>,
-    words: Vec<u32>,
-    scales: Vec<f32>,
-    zps: Vec<f32>,
-    lut: Vec<f32>,
+pub(crate) struct WeightPlan {
+    /// Specialization constants of `weights.wgsl` (packing, family, flags).
+    pub consts: Vec<(&'static str, u32)>,
+    /// Uniform params of `weights.wgsl` (`N`, `K`, `G`, `GL`, `SR`, `RPL`).
+    pub params: Vec<(&'static str, u32)>,
+    /// The packed codes as 32-bit words (little-endian bytes), one zero word appended.
+    pub words: Vec<u32>,
+    /// Stored scales (never empty).
+    pub scales: Vec<f32>,
+    /// Stored zero-points / offsets (never empty).
+    pub zps: Vec<f32>,
+    /// LUTs (never empty).
+    pub lut: Vec<f32>,
     /// Texture width for the weight words (Vulkan blocks sit at `(k4, n8)`).
-    width: Option<u32>,
+    pub width: Option<u32>,
 }
 
-fn weight_plan(s: &Scheme, wq: &Quantized, inject: Option<Fault>) -> R<WeightPlan> {
+pub(crate) fn weight_plan(s: &Scheme, wq: &Quantized, inject: Option<Fault>) -> R<WeightPlan> {
     weight_family_ok(s)?;
     let [rows, cols] = wq.shape;
     if rows == 0 || cols == 0 {
@@ -634,7 +645,7 @@ fn weight_resources(p: &mut Program, plan: WeightPlan, v: &Variant) -> Vec<Use> 
     uses
 }
 
-fn weight_dtype(gpu: &Gpu, s: &Scheme) -> R<&'static str> {
+pub(crate) fn weight_dtype(gpu: &Gpu, s: &Scheme) -> R<&'static str> {
     // ggml dequantizes in fp32 whatever the model dtype (the reference does too).
     if is_ggml(s) {
         Ok("f32")

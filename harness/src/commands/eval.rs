@@ -122,7 +122,13 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
             if r.status == "ok" {
                 eprintln!(
                     "eval: {} on {}: top-1 {}/{}, KLD mean {:.4}, greedy {}/{}",
-                    r.scheme, r.device, r.top1_agree, r.positions, r.kld_mean, r.greedy_identical_prefix, r.greedy_tokens
+                    r.scheme,
+                    r.device,
+                    r.top1_agree,
+                    r.positions,
+                    r.kld_mean,
+                    r.greedy_identical_prefix,
+                    r.greedy_tokens
                 );
             } else {
                 eprintln!("eval: {} on {}: {}: {}", r.scheme, r.device, r.status, r.note.as_deref().unwrap_or(""));

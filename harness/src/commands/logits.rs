@@ -101,8 +101,7 @@ pub fn run(args: &LogitsArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     }
     writeln!(out, "{} on {} ({} positions, top {}):", plan.label(), args.device, logits.rows, args.top)?;
     for (p, pos) in positions.iter().enumerate() {
-        let pairs: Vec<String> =
-            pos.top_ids.iter().zip(&pos.top_logits).map(|(i, l)| format!("{i}:{l:.4}")).collect();
+        let pairs: Vec<String> = pos.top_ids.iter().zip(&pos.top_logits).map(|(i, l)| format!("{i}:{l:.4}")).collect();
         writeln!(out, "{p:>5} token {:>6} -> {}", args.tokens[p], pairs.join("  "))?;
     }
     for (p, row) in &full {
