@@ -81,7 +81,7 @@ pub fn compare_row(oracle: &[f32], device: &[f32]) -> PositionStats {
 }
 
 /// Aggregates over positions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Agreement {
     /// Positions compared.
     pub positions: usize,
@@ -109,18 +109,7 @@ pub struct Agreement {
 pub fn summarize(stats: &[PositionStats]) -> Agreement {
     let n = stats.len();
     if n == 0 {
-        return Agreement {
-            positions: 0,
-            top1_agree: 0,
-            top1_agreement: 0.0,
-            top1_stderr: 0.0,
-            top5_overlap: 0.0,
-            kld_mean: 0.0,
-            kld_median: 0.0,
-            kld_p99: 0.0,
-            kld_max: 0.0,
-            delta_p_rms: 0.0,
-        };
+        return Agreement::default();
     }
     let agree = stats.iter().filter(|s| s.oracle_top1 == s.device_top1).count();
     let p = agree as f64 / n as f64;

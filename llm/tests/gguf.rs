@@ -3,6 +3,10 @@
 //! and fuzzing (random metadata round trips; truncated, flipped and overwritten files never panic
 //! and never allocate much more than the file's size).
 
+mod common;
+
+use common::{seeded, unique, TempDir};
+
 use kernels_ref::pack::{pack, Packing};
 use kernels_ref::scheme::Scheme;
 use kernels_ref::tensor::Matrix;
@@ -15,7 +19,6 @@ use sha2::{Digest, Sha256};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 // ---------------------------------------------------------------------------------------------
 // An allocator that records the largest single allocation made by a thread while it is armed.
@@ -91,38 +94,6 @@ fn golden() -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).expect("golden file")).expect("golden JSON")
 }
 
-static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh empty folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("qdiff-gguf-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .expect("read temp dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn sha256_f32(v: &[f32]) -> String {
     let mut h = Sha256::new();
     for x in v {
@@ -141,22 +112,10 @@ fn ggml_type(name: &str) -> GgmlType {
 
 /// Write one tensor to a fresh GGUF and read it back dequantized.
 fn round_trip(dir: &TempDir, dims: &[u64], ty: GgmlType, bytes: Vec<u8>) -> Matrix {
-    let p = dir.path(&format!("t{}.gguf", DIR_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let p = dir.path(&format!("t{}.gguf", unique()));
     gguf::write(&p, &[], &[("t".into(), dims.to_vec(), ty, bytes)]).expect("write");
     let g = GgufFile::open(&p).expect("open");
     g.tensor_f32("t").expect("tensor_f32")
-}
-
-fn seeded(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-        })
-        .collect()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

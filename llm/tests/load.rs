@@ -2,6 +2,10 @@
 //! read back through `load`, every refusal the loader makes, and the real SmolLM2 file (config,
 //! source, timing).
 
+mod common;
+
+use common::{seeded, unique, TempDir};
+
 use kernels_ref::ops::{RopeScaling, RopeStyle};
 use kernels_ref::pack::{pack, Packing};
 use kernels_ref::scheme::Scheme;
@@ -14,7 +18,6 @@ use models::{Model, ModelError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -27,42 +30,6 @@ fn model_path() -> Option<PathBuf> {
         println!("skipping: models/{MODEL} is absent; fetch it with scripts/fetch-smollm2.sh");
         None
     }
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh empty folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("qdiff-load-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn seeded(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-        })
-        .collect()
 }
 
 type Tensors = Vec<gguf::RawTensor>;
@@ -173,7 +140,7 @@ impl Tiny {
     }
 
     fn write(&self, dir: &TempDir) -> PathBuf {
-        let p = dir.path(&format!("{}-{}.gguf", self.arch, COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let p = dir.path(&format!("{}-{}.gguf", self.arch, unique()));
         gguf::write(&p, &self.meta, &self.tensors).expect("write tiny model");
         p
     }
