@@ -43,9 +43,6 @@ pub(crate) enum Elem {
     U32,
     /// `f16` (needs SHADER_F16); stored two per word.
     F16,
-    /// `vec4<f32>`: four f32 words per element (read-only model activations and weights,
-    /// loaded a vector at a time).
-    F32x4,
 }
 
 impl Elem {
@@ -55,12 +52,11 @@ impl Elem {
             Elem::I32 => "i32",
             Elem::U32 => "u32",
             Elem::F16 => "f16",
-            Elem::F32x4 => "vec4<f32>",
         }
     }
     fn poison(self) -> u32 {
         match self {
-            Elem::F32 | Elem::F32x4 => POISON_F32,
+            Elem::F32 => POISON_F32,
             Elem::I32 | Elem::U32 => POISON_I32,
             // Two fp16 NaNs with a payload per word.
             Elem::F16 => 0x7EAD_7EAD,
@@ -884,13 +880,7 @@ fn assemble(prog: &Program, d: &Dispatch) -> Result<(String, bool), String> {
                 "@group(0) @binding({b}) var<storage, {acc}> {name}: array<{ty}>;\nalias {name}_S = {ty};\nconst {name}_CPT: u32 = 1u;\n"
             ));
             s.push_str(&format!("fn {name}_ld(i: u32) -> {ty} {{ return {name}[i]; }}\n"));
-            if bf.elem == Elem::F32x4 {
-                // A vec4 buffer is a drop-in for an rgba32float texture: texel t is element t.
-                s.push_str(&format!("fn {name}_ld4(t: u32) -> vec4<f32> {{ return {name}[t]; }}\n"));
-                if u.access == Access::Write {
-                    s.push_str(&format!("fn {name}_st(t: u32, v: vec4<f32>) {{ {name}[t] = v; }}\n"));
-                }
-            } else if u.access == Access::Write {
+            if u.access == Access::Write {
                 s.push_str(&format!("fn {name}_st(t: u32, v: vec4<{ty}>) {{ {name}[t] = v.x; }}\n"));
             }
         } else {

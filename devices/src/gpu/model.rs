@@ -28,9 +28,11 @@
 //! share each loaded activation texel across 8 lanes (4 on 4-lane subgroups) with subgroup
 //! shuffles, so the runner needs subgroups (of at least 4 lanes).
 //!
-//! **Submissions.** A forward records one command buffer for the embedding, one per layer and
+//! **Submissions.** A prefill records one command buffer for the embedding, one per layer and
 //! one for the head, submits them all, then waits for each in turn (so no single wait spans
-//! more than a layer: a 512-token prefill on lavapipe never nears the queue timeout). Only the
+//! more than a layer: a 512-token prefill on lavapipe never nears the queue timeout); a forward
+//! of a few tokens (decoding) is a single submission. Prefills longer than the activation
+//! textures hold run as consecutive chunks. Only the
 //! logits are read back; they are poisoned before the forward, and a sentinel left in them is
 //! a failure (a launch that silently did nothing).
 
@@ -96,6 +98,9 @@ const WG_TILE: u32 = 16;
 const WG_ELEM: u32 = 64;
 /// Lanes per workgroup of the op path's activation kernels.
 const WG_ACT: u32 = 64;
+/// Forwards of at most this many tokens are recorded into one submission (longer ones: one per
+/// layer).
+const ONE_SUBMISSION_TOKENS: usize = 16;
 /// Smallest KV-cache capacity, in positions.
 const MIN_CACHE: usize = 256;
 
@@ -920,7 +925,7 @@ fn groups(threads: usize, wg: u32) -> u32 {
 }
 
 impl State {
-    fn activation_cast(&self, dtype: &'static str) -> Option<&KSpec> {
+    fn cast_kernel(&self, dtype: &'static str) -> Option<&KSpec> {
         self.k.casts.iter().find(|(d, _)| *d == dtype).map(|(_, k)| k)
     }
 
@@ -1162,6 +1167,11 @@ impl State {
         let inp = self.prep(&mut steps, &acts.h, d, t, &self.head)?;
         self.linear(&mut steps, &self.head, inp, t, &acts.logits, 0, None, None)?;
         subs.push(steps);
+        // Short forwards (decoding) are one submission: a layer's work is then far from the queue
+        // timeout, and each submission costs a round trip through the driver's queue thread.
+        if t <= ONE_SUBMISSION_TOKENS {
+            subs = vec![subs.into_iter().flatten().collect()];
+        }
 
         // Params: one uniform block per launch, at aligned offsets of one buffer.
         let align = gpu.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
@@ -1365,7 +1375,7 @@ impl State {
         let dtype = self.act.as_ref().map_or(lin.dtype, |a| a.dtype);
         let mut src = x;
         if dtype != "f32" {
-            let cast = self.activation_cast(dtype).ok_or_else(|| format!("internal: no cast kernel to {dtype}"))?;
+            let cast = self.cast_kernel(dtype).ok_or_else(|| format!("internal: no cast kernel to {dtype}"))?;
             steps.push(self.launch(
                 cast,
                 &[("N4", texels as u32)],

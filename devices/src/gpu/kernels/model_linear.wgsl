@@ -9,7 +9,7 @@
 // fragment) and uses them for all RT tokens; the x rows are loaded 8 texels at a time (4 on
 // 4-lane subgroups), one texel per lane, and handed to every lane with subgroupShuffle. Workgroups run n-block major, so consecutive workgroups share weights.
 //
-// Textures (or vec4 buffers) are linear arrays of texels: x [M, K/4], y [.., N/4] from texel
+// Textures are linear arrays of texels: x [M, K/4], y [.., N/4] from texel
 // YOFF, bias [N/4], res [M, N/4]. Params: M, N, K, YOFF, BIAS, RES (and the weight fragment's).
 // Consts RT (tokens per lane), QUAD (1: decode 16 k's at a time, `wrow16`; the host sets it where
 // K % 16 == 0 and the weight fragment can), HOIST (1: qparams once per chunk, `chunk_qp`).
