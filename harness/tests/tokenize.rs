@@ -7,8 +7,6 @@ use models::meta::MetaValue;
 use models::tokenizer::GgufVocab;
 use std::path::{Path, PathBuf};
 
-const SMOLLM2: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -48,12 +46,7 @@ fn assert_refused(res: &(Exit, String, String), needles: &[&str]) {
 }
 
 fn smollm2() -> Option<String> {
-    let path = repo().join(SMOLLM2);
-    if !path.is_file() {
-        eprintln!("skipping: {SMOLLM2} is absent; fetch it with scripts/fetch-smollm2.sh");
-        return None;
-    }
-    Some(path.display().to_string())
+    Some(models::example_model_for_tests()?.display().to_string())
 }
 
 #[test]

@@ -77,16 +77,9 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
+/// The example model, or `None` with the skip message (a failure under `QDIFF_REQUIRE_MODEL=1`).
 fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models").join(MODEL);
-    if p.is_file() {
-        Some(p)
-    } else {
-        println!("skipping: models/{MODEL} is absent; fetch it with scripts/fetch-smollm2.sh");
-        None
-    }
+    models::example_model_for_tests()
 }
 
 fn golden() -> Value {

@@ -20,16 +20,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL: &str = models::EXAMPLE_MODEL;
 
+/// The example model, or `None` with the skip message (a failure under `QDIFF_REQUIRE_MODEL=1`).
 fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models").join(MODEL);
-    if p.is_file() {
-        Some(p)
-    } else {
-        println!("skipping: models/{MODEL} is absent; fetch it with scripts/fetch-smollm2.sh");
-        None
-    }
+    models::example_model_for_tests()
 }
 
 type Tensors = Vec<gguf::RawTensor>;

@@ -23,11 +23,7 @@ fn tmp_dir(name: &str) -> PathBuf {
 
 /// The SmolLM2 tokenizer through `load_for`, or `None` (with the skip message) when the model is absent.
 fn smollm2() -> Option<Tokenizer> {
-    let path = repo().join(SMOLLM2);
-    if !path.is_file() {
-        eprintln!("skipping: {SMOLLM2} is absent; fetch it with scripts/fetch-smollm2.sh");
-        return None;
-    }
+    let path = models::example_model_for_tests()?;
     Some(load_for(&path).unwrap_or_else(|e| panic!("loading {SMOLLM2}: {e}")))
 }
 
