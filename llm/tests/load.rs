@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{seeded, unique, TempDir};
+use common::{expect_malformed, expect_unsupported, seeded, unique, TempDir};
 
 use kernels_ref::ops::{RopeScaling, RopeStyle};
 use kernels_ref::pack::{pack, Packing};
@@ -300,23 +300,6 @@ fn rope_scaling_from_metadata() {
 // ---------------------------------------------------------------------------------------------
 // Refusals
 // ---------------------------------------------------------------------------------------------
-
-fn expect_unsupported(e: ModelError, needle: &str) {
-    match e {
-        ModelError::Unsupported { detail, .. } => assert!(detail.contains(needle), "`{detail}` lacks `{needle}`"),
-        e => panic!("expected Unsupported ({needle}), got {e}"),
-    }
-}
-
-fn expect_malformed(e: ModelError, want_at: &str, needle: &str) {
-    match e {
-        ModelError::Malformed { at, detail, .. } => {
-            assert_eq!(at, want_at, "{detail}");
-            assert!(detail.contains(needle), "`{detail}` lacks `{needle}`");
-        }
-        e => panic!("expected Malformed at {want_at}, got {e}"),
-    }
-}
 
 #[test]
 fn unsupported_models_are_refused_by_name() {

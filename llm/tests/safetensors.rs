@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{seeded, TempDir};
+use common::{expect_malformed, expect_unsupported, seeded, TempDir};
 
 use kernels_ref::dtype::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 use kernels_ref::ops::{RopeScaling, RopeStyle};
@@ -191,23 +191,6 @@ fn err_of(r: Result<impl std::fmt::Debug, ModelError>) -> ModelError {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
         Err(e) => e,
-    }
-}
-
-fn expect_unsupported(e: ModelError, needle: &str) {
-    match e {
-        ModelError::Unsupported { detail, .. } => assert!(detail.contains(needle), "`{detail}` lacks `{needle}`"),
-        e => panic!("expected Unsupported ({needle}), got {e}"),
-    }
-}
-
-fn expect_malformed(e: ModelError, want_at: &str, needle: &str) {
-    match e {
-        ModelError::Malformed { at, detail, .. } => {
-            assert_eq!(at, want_at, "{detail}");
-            assert!(detail.contains(needle), "`{detail}` lacks `{needle}`");
-        }
-        e => panic!("expected Malformed at {want_at}, got {e}"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the models crate's integration tests.
 #![allow(dead_code)] // each test file uses its own subset
 
+use models::ModelError;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -53,4 +54,23 @@ pub fn seeded(n: usize, seed: u64, scale: f32) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
         })
         .collect()
+}
+
+/// Asserts `e` is `Unsupported` and its detail contains `needle`.
+pub fn expect_unsupported(e: ModelError, needle: &str) {
+    match e {
+        ModelError::Unsupported { detail, .. } => assert!(detail.contains(needle), "`{detail}` lacks `{needle}`"),
+        e => panic!("expected Unsupported ({needle}), got {e}"),
+    }
+}
+
+/// Asserts `e` is `Malformed` at `want_at` and its detail contains `needle`.
+pub fn expect_malformed(e: ModelError, want_at: &str, needle: &str) {
+    match e {
+        ModelError::Malformed { at, detail, .. } => {
+            assert_eq!(at, want_at, "{detail}");
+            assert!(detail.contains(needle), "`{detail}` lacks `{needle}`");
+        }
+        e => panic!("expected Malformed at {want_at}, got {e}"),
+    }
 }
