@@ -1,6 +1,7 @@
 //! What a device is: its identity and capabilities ([`DeviceInfo`]), what it supports
 //! ([`Support`]), and running one op case ([`Device::run`]).
 
+use crate::bench::{BenchPlan, Peaks, Samples};
 use crate::case::{Op, OpCase, Outputs, Variant};
 use kernels_ref::scheme::Scheme;
 use kernels_ref::tensor::Matrix;
@@ -120,6 +121,17 @@ pub trait Device: Send {
     fn export(&mut self, _case: &OpCase) -> Option<serde_json::Value> {
         None
     }
+
+    /// Benchmark `case`: prepare it once (pack or upload the weights, build the kernels), check
+    /// it runs, then time the kernel alone as `plan` says (device time where the device has
+    /// timestamps, else wall clock around submit + wait). Support and errors are as [`run`]'s.
+    ///
+    /// [`run`]: Device::run
+    fn bench(&mut self, case: &OpCase, plan: &BenchPlan) -> Result<Samples, DeviceError>;
+
+    /// Measure this device's peaks with its own kernels: stream-read and copy bandwidth over a
+    /// buffer larger than its last-level cache, and FMA throughput (see [`crate::bench`]).
+    fn peaks(&mut self, plan: &BenchPlan) -> Result<Peaks, DeviceError>;
 
     /// Load a quantized model for real forwards on this device: the weights are uploaded (or
     /// packed) once, and the returned session keeps its activations and KV cache on the device

@@ -11,6 +11,7 @@
 //!
 //! [`open`] turns a cli.md device id into a device; [`list`] is what `qdiff devices` prints.
 
+pub mod bench;
 pub mod case;
 pub mod cpu;
 pub mod device;
@@ -18,6 +19,7 @@ pub mod gpu;
 pub mod reference;
 mod reference_model;
 
+pub use bench::{BenchPlan, Peaks, Samples};
 pub use case::{Fault, Op, OpCase, Outputs, Storage, TexelBinding, TexelFormat, Timing, TimingMethod, Variant};
 pub use device::{Device, DeviceError, DeviceInfo, DeviceKind, ModelSession, Support};
 

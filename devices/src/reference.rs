@@ -10,6 +10,7 @@
 //!   `Σ_{k∈g} (a_k − zp_a)·q_k`. Sums are taken in f64 with `k` (or `g`) ascending; that is the
 //!   value a device's result is measured from, within the accumulation bound the comparison derives.
 
+use crate::bench::{BenchPlan, Peaks, Samples};
 use crate::case::{Op, OpCase, Outputs, Variant};
 use crate::device::{need, Device, DeviceError, DeviceInfo, DeviceKind, Support};
 use kernels_ref::dtype::DType;
@@ -79,6 +80,22 @@ impl Device for RefDevice {
 
     fn supports(&self, op: Op, scheme: &Scheme, _variant: &Variant) -> Support {
         op_applies(op, scheme)
+    }
+
+    /// The reference has nothing to prepare (it is the definition, dequantization included):
+    /// each sample is one whole `run`, by wall clock.
+    fn bench(&mut self, case: &OpCase, plan: &BenchPlan) -> Result<Samples, DeviceError> {
+        self.run(case)?;
+        crate::bench::sample(plan, crate::cpu::peaks::flush_caches, || {
+            let (out, timing) = crate::bench::wall(|| self.run(case));
+            std::hint::black_box(out?);
+            Ok(timing)
+        })
+    }
+
+    /// The reference runs on the host CPU: its peaks are the host's.
+    fn peaks(&mut self, plan: &BenchPlan) -> Result<Peaks, DeviceError> {
+        Ok(crate::cpu::peaks::measure(plan))
     }
 
     fn run(&mut self, case: &OpCase) -> Result<Outputs, DeviceError> {

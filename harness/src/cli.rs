@@ -51,6 +51,10 @@ pub enum Command {
     /// Evaluate a model with schemes applied on devices against the fp32 oracle (teacher-forced
     /// top-1, top-5, KLD, greedy rollouts); write results.json and card.md.
     Eval(crate::commands::eval::EvalArgs),
+    /// Benchmark kernels (dequantize, decode and prefill linears, act_quant, embedding, model
+    /// forwards) on devices, with each device's measured bandwidth and FMA peaks; table on stdout,
+    /// bench_results in results.json.
+    Bench(crate::commands::bench::BenchArgs),
     /// Print a model tokenizer's ids for a text.
     Tokenize(crate::commands::tokenize::TokenizeArgs),
     /// Print the top-K logits per position for a token sequence (the oracle, or a scheme on a device).

@@ -1,6 +1,7 @@
 //! The `qdiff` command line (cli.md is the contract): argument parsing, the commands, and the
 //! exit-code discipline (0 ran clean, 1 something fell short, 2 could not run).
 
+pub mod bench;
 pub mod casefile;
 pub mod cases;
 pub mod cli;

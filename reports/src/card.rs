@@ -206,6 +206,7 @@ mod tests {
                 oracle_greedy_text: "Hello | there".into(),
             }],
             bench_results: Vec::new(),
+            device_peaks: Vec::new(),
             regressions: Vec::new(),
         };
         let card = card_markdown(&results);

@@ -33,7 +33,10 @@ pub struct Results {
     pub models: Vec<ModelInfo>,
     /// Benchmark results.
     #[serde(default)]
-    pub bench_results: Vec<serde_json::Value>,
+    pub bench_results: Vec<BenchResult>,
+    /// (qdiff addition) Each benchmarked device's measured peaks, from the same run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_peaks: Vec<DevicePeaks>,
     /// Regressions against a baseline.
     #[serde(default)]
     pub regressions: Vec<serde_json::Value>,
@@ -57,6 +60,100 @@ pub struct RunInfo {
     /// The command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+}
+
+/// One benchmark: a kernel of a scheme at a shape on a device (cli.md `bench_results`, plus
+/// qdiff additions marked below).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// Device id.
+    pub device: String,
+    /// `dequantize`, `linear`, `act_quant`, `embedding`, `model_prefill`, `model_decode`.
+    pub kernel: String,
+    /// Scheme name.
+    pub scheme: String,
+    /// `[M, N, K]` for `linear` (M = 1: a decode matvec), `[N, K]` for `dequantize`, `[M, K]` for
+    /// `act_quant`, `[ids, rows, D]` for `embedding`, `[tokens, parameters]` for the model kernels.
+    pub shape: Vec<usize>,
+    /// `device` (timestamp queries) or `system` (wall clock around submit + wait).
+    pub timing: String,
+    /// Samples taken (after the warm-up).
+    pub samples: usize,
+    /// Median seconds per run.
+    #[serde(with = "json_f64")]
+    pub median_s: f64,
+    /// Fastest run.
+    #[serde(with = "json_f64")]
+    pub min_s: f64,
+    /// Slowest run.
+    #[serde(with = "json_f64")]
+    pub max_s: f64,
+    /// Bytes one run must move as stored (codes, qparams in their dtypes, activations in and out).
+    pub bytes: u64,
+    /// Arithmetic of one run (2·M·N·K for `linear`; 0 for the pure data-movement kernels).
+    pub flops: u64,
+    /// `bytes / median_s`, GB/s.
+    #[serde(with = "json_f64")]
+    pub gbps: f64,
+    /// `flops / median_s`, GFLOP/s.
+    #[serde(with = "json_f64")]
+    pub gflops: f64,
+    /// The device's measured bandwidth peak (the best of stream read and copy), GB/s.
+    #[serde(with = "json_f64")]
+    pub peak_gbps: f64,
+    /// `gbps / peak_gbps`.
+    #[serde(with = "json_f64")]
+    pub peak_fraction: f64,
+    /// (qdiff addition) The device's measured FMA peak, GFLOP/s.
+    #[serde(default, with = "json_f64")]
+    pub peak_gflops: f64,
+    /// (qdiff addition) `gflops / peak_gflops`.
+    #[serde(default, with = "json_f64")]
+    pub flops_fraction: f64,
+    /// (qdiff addition) Every sample in seconds, in the order taken: the spread a baseline
+    /// comparison judges noise from.
+    #[serde(default)]
+    pub samples_s: Vec<f64>,
+    /// (qdiff addition) Whether caches were flushed before every sample (`--cold`).
+    #[serde(default)]
+    pub cold: bool,
+    /// (qdiff addition) Tokens per second, for the model kernels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    /// (qdiff addition) Why the benchmark failed (a device error, a lost device); the figures are
+    /// then zero. A failure makes the run fall short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A device's measured peaks (qdiff addition to cli.md's results).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DevicePeaks {
+    /// Device id.
+    pub device: String,
+    /// Stream read bandwidth, GB/s.
+    #[serde(with = "json_f64")]
+    pub read_gbps: f64,
+    /// Copy bandwidth (bytes read + written), GB/s.
+    #[serde(with = "json_f64")]
+    pub copy_gbps: f64,
+    /// FMA throughput, GFLOP/s (f32).
+    #[serde(with = "json_f64")]
+    pub fma_gflops: f64,
+    /// Bytes the bandwidth kernels streamed.
+    pub buffer_bytes: u64,
+    /// `device` or `system`.
+    pub timing: String,
+    /// Why the peaks could not be measured; the figures are then zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DevicePeaks {
+    /// The bandwidth kernels are judged against: the best of read and copy.
+    pub fn peak_gbps(&self) -> f64 {
+        self.read_gbps.max(self.copy_gbps)
+    }
 }
 
 /// A device as recorded in results.

@@ -18,21 +18,24 @@ mod faults;
 mod ggml;
 mod info;
 mod linear;
+mod matvec;
 mod model;
 mod num;
 mod par;
+pub mod peaks;
 mod quantize;
 mod storage;
 
-use crate::case::{Op, OpCase, Outputs, Storage, Timing, TimingMethod, Variant};
+use crate::bench::{BenchPlan, Peaks, Samples};
+use crate::case::{Op, OpCase, Outputs, Storage, Variant};
 use crate::device::{need, Device, DeviceError, DeviceInfo, ModelSession, Support};
 use crate::reference::{check_linear_shapes, op_applies, quantized_outputs};
 use faults::Faults;
 use kernels_ref::dtype::DType;
 use kernels_ref::scheme::{Family, LutMode, Scheme};
+use kernels_ref::tensor::Matrix;
 use linear::Accum;
 use models::QModel;
-use std::time::Instant;
 use storage::PackedWeights;
 
 /// The device id.
@@ -111,6 +114,58 @@ impl Device for CpuDevice {
     }
 
     fn run(&mut self, case: &OpCase) -> Result<Outputs, DeviceError> {
+        let prepared = self.prepare(case)?;
+        let faults = Faults::for_case(case);
+        let (out, timing) = crate::bench::wall(|| execute(case, &prepared, &faults));
+        let mut out = out?;
+        out.timing = Some(timing);
+        Ok(out)
+    }
+
+    /// Packs the weights once; each sample runs the kernel alone (wall clock: a CPU has no
+    /// device timer), faults included as `run` applies them.
+    fn bench(&mut self, case: &OpCase, plan: &BenchPlan) -> Result<Samples, DeviceError> {
+        let prepared = self.prepare(case)?;
+        let faults = Faults::for_case(case);
+        execute(case, &prepared, &faults)?;
+        crate::bench::sample(plan, peaks::flush_caches, || {
+            let (out, timing) = crate::bench::wall(|| execute(case, &prepared, &faults));
+            std::hint::black_box(out?);
+            Ok(timing)
+        })
+    }
+
+    fn peaks(&mut self, plan: &BenchPlan) -> Result<Peaks, DeviceError> {
+        Ok(peaks::measure(plan))
+    }
+}
+
+/// Bytes the quantized weights of `case` (`wq`) occupy in their scheme's storage (packed codes,
+/// qparams in their storage dtypes; see the `storage` module): what reading them all moves.
+///
+/// # Errors
+/// The case has no `wq`, or its weights do not pack (shapes, codes out of range).
+pub fn stored_weight_bytes(case: &OpCase) -> Result<u64, DeviceError> {
+    Ok(PackedWeights::new(case, need(case, &case.wq, "wq")?)?.stored_bytes())
+}
+
+/// A case with its weights packed, ready to run any number of times.
+enum Prepared<'c> {
+    /// Quantize: the whole op (quantize, pack, dequantize) is the kernel.
+    Quantize(&'c Matrix),
+    /// Dequantize the packed weights.
+    Dequantize(PackedWeights),
+    /// Gather rows of the packed table.
+    Embedding(PackedWeights, &'c [u32]),
+    /// Quantize activations per token.
+    ActQuant(Scheme, &'c Matrix),
+    /// The linear on packed weights.
+    Linear(PackedWeights, &'c Matrix),
+}
+
+impl CpuDevice {
+    /// Checks `case` (support, inputs, shapes) and packs its weights.
+    fn prepare<'c>(&self, case: &'c OpCase) -> Result<Prepared<'c>, DeviceError> {
         if let Support::Unsupported(reason) = self.supports(case.op, &case.scheme, &case.variant) {
             return Err(DeviceError::Unsupported {
                 device: DEVICE.into(),
@@ -119,41 +174,20 @@ impl Device for CpuDevice {
                 reason,
             });
         }
-        let faults = Faults::for_case(case);
-        let start = Instant::now();
-        let mut out = match case.op {
-            Op::Quantize => {
-                let w = need(case, &case.w, "w")?;
-                let q = quantize::quantize(case, w)?;
-                // The dequantized tensor goes through the same packed path a checkpoint would.
-                let packed = PackedWeights::new(case, &q)?;
-                quantized_outputs(&q, dequant::dequantize(&packed, &Faults::NONE))
-            }
-            Op::Dequantize => {
-                let packed = PackedWeights::new(case, need(case, &case.wq, "wq")?)?;
-                let values = dequant::dequantize(&packed, &faults);
-                Outputs { values, shape: vec![packed.rows, packed.cols], ..Outputs::default() }
-            }
-            Op::Embedding => {
-                let packed = PackedWeights::new(case, need(case, &case.wq, "wq")?)?;
-                let ids = need(case, &case.ids, "ids")?;
-                let values = dequant::embedding(case, &packed, ids, &faults)?;
-                Outputs { values, shape: vec![ids.len(), packed.cols], ..Outputs::default() }
-            }
+        Ok(match case.op {
+            Op::Quantize => Prepared::Quantize(need(case, &case.w, "w")?),
+            Op::Dequantize => Prepared::Dequantize(PackedWeights::new(case, need(case, &case.wq, "wq")?)?),
+            Op::Embedding => Prepared::Embedding(
+                PackedWeights::new(case, need(case, &case.wq, "wq")?)?,
+                need(case, &case.ids, "ids")?,
+            ),
             Op::ActQuant => {
                 let x = need(case, &case.x, "x")?;
                 let scheme = case
                     .scheme
                     .activation_scheme()
                     .ok_or_else(|| bad_case(case, "a weight-only scheme has no activation quantizer".into()))?;
-                let tok = act::quantize(&scheme, x, faults.zp).map_err(|e| bad_case(case, e))?;
-                let mut out = Outputs { values: tok.dequantize(), shape: vec![x.rows, x.cols], ..Outputs::default() };
-                out.ints.insert("q".into(), tok.q.iter().map(|&v| v as i64).collect());
-                if let Some(zp) = &tok.zp {
-                    out.ints.insert("zp".into(), zp.iter().map(|&v| v as i64).collect());
-                }
-                out.floats.insert("scales".into(), tok.scales);
-                out
+                Prepared::ActQuant(scheme, x)
             }
             Op::Linear => {
                 let x = need(case, &case.x, "x")?;
@@ -165,14 +199,7 @@ impl Device for CpuDevice {
                         format!("x is [{}, {}] but holds {} values", x.rows, x.cols, x.data.len()),
                     ));
                 }
-                let packed = PackedWeights::new(case, wq)?;
-                match case.scheme.family {
-                    Family::W8da4w { flavor, .. } => linear::linear_8da4w(case, &packed, x, flavor, &faults)?,
-                    _ => {
-                        let values = linear::linear(&packed, x, weight_only_accum(&case.scheme), &faults);
-                        Outputs { values, shape: vec![x.rows, packed.rows], ..Outputs::default() }
-                    }
-                }
+                Prepared::Linear(PackedWeights::new(case, wq)?, x)
             }
             Op::Regroup => {
                 return Err(DeviceError::Unsupported {
@@ -182,8 +209,43 @@ impl Device for CpuDevice {
                     reason: "regroup is a host-side transform".into(),
                 })
             }
-        };
-        out.timing = Some(Timing { seconds: start.elapsed().as_secs_f64(), method: TimingMethod::System });
-        Ok(out)
+        })
     }
+}
+
+/// Runs a prepared case once.
+fn execute(case: &OpCase, prepared: &Prepared<'_>, faults: &Faults) -> Result<Outputs, DeviceError> {
+    Ok(match prepared {
+        Prepared::Quantize(w) => {
+            let q = quantize::quantize(case, w)?;
+            // The dequantized tensor goes through the same packed path a checkpoint would.
+            let packed = PackedWeights::new(case, &q)?;
+            quantized_outputs(&q, dequant::dequantize(&packed, &Faults::NONE))
+        }
+        Prepared::Dequantize(packed) => {
+            let values = dequant::dequantize(packed, faults);
+            Outputs { values, shape: vec![packed.rows, packed.cols], ..Outputs::default() }
+        }
+        Prepared::Embedding(packed, ids) => {
+            let values = dequant::embedding(case, packed, ids, faults)?;
+            Outputs { values, shape: vec![ids.len(), packed.cols], ..Outputs::default() }
+        }
+        Prepared::ActQuant(scheme, x) => {
+            let tok = act::quantize(scheme, x, faults.zp).map_err(|e| bad_case(case, e))?;
+            let mut out = Outputs { values: tok.dequantize(), shape: vec![x.rows, x.cols], ..Outputs::default() };
+            out.ints.insert("q".into(), tok.q.iter().map(|&v| v as i64).collect());
+            if let Some(zp) = &tok.zp {
+                out.ints.insert("zp".into(), zp.iter().map(|&v| v as i64).collect());
+            }
+            out.floats.insert("scales".into(), tok.scales);
+            out
+        }
+        Prepared::Linear(packed, x) => match case.scheme.family {
+            Family::W8da4w { flavor, .. } => linear::linear_8da4w(case, packed, x, flavor, faults)?,
+            _ => {
+                let values = linear::linear(packed, x, weight_only_accum(&case.scheme), faults);
+                Outputs { values, shape: vec![x.rows, packed.rows], ..Outputs::default() }
+            }
+        },
+    })
 }

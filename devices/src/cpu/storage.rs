@@ -487,6 +487,71 @@ impl PackedWeights {
         }
     }
 
+    /// Bytes the weights occupy as stored: packed codes (with the ggml blocks' own scales),
+    /// scales and zero-points in their storage dtypes, LUTs in the weight dtype and their
+    /// per-channel scales. What a kernel reading the whole tensor must move.
+    pub fn stored_bytes(&self) -> u64 {
+        let t_bytes = match self.t.0 {
+            DType::F16 | DType::BF16 => 2,
+            DType::F32 => 4,
+            DType::F64 => 8,
+        };
+        let floats = |b: &FloatBuf| match b {
+            FloatBuf::F32(v) => 4 * v.len(),
+            FloatBuf::F16(v) | FloatBuf::BF16(v) => 2 * v.len(),
+        };
+        let scales = self.scales.as_ref().map_or(0, floats);
+        let zps = match &self.zps {
+            None => 0,
+            Some(ZpBuf::Int(z)) => z.len(),
+            Some(ZpBuf::Float(f)) => floats(f),
+        };
+        let lut =
+            self.lut.as_ref().map_or(0, |l| t_bytes * l.values.len() + l.pcs.as_ref().map_or(0, |(_, f)| floats(f)));
+        (self.bytes.len() + scales + zps + lut) as u64
+    }
+
+    /// Appends the `groups` scales (widened to fp32) and integer zero-points (0 for symmetric
+    /// schemes) of row `n`, in group order, without faults: what [`scale`](Self::scale) and
+    /// [`int_zero`](Self::int_zero) give, read a row at a time. Returns whether the scheme has
+    /// zero-points at all.
+    pub fn row_qparams(&self, n: usize, scales: &mut Vec<f32>, zeros: &mut Vec<i32>) -> bool {
+        let cells = match self.grid {
+            Grid::Group => n * self.groups..(n + 1) * self.groups,
+            Grid::Row => n..n + 1,
+            Grid::Tensor => 0..1,
+        };
+        // A per-row or per-tensor grid has one cell for the whole row: `groups` is 1 there.
+        match &self.scales {
+            Some(FloatBuf::F32(v)) => scales.extend_from_slice(&v[cells.clone()]),
+            Some(FloatBuf::F16(v)) => scales.extend(v[cells.clone()].iter().map(|&b| f16_value(b))),
+            Some(FloatBuf::BF16(v)) => scales.extend(v[cells.clone()].iter().map(|&b| bf16_value(b))),
+            None => scales.extend(cells.clone().map(|_| 0.0)),
+        }
+        match &self.zps {
+            Some(ZpBuf::Int(z)) => {
+                zeros.extend(z[cells].iter().map(|&v| v as i32));
+                true
+            }
+            _ => {
+                zeros.extend(cells.map(|_| 0));
+                false
+            }
+        }
+    }
+
+    /// The packing of the codes.
+    #[inline]
+    pub fn packing(&self) -> Packing {
+        self.packing
+    }
+
+    /// The packed bytes (codes, and the ggml blocks' own scales), rows in order.
+    #[inline]
+    pub fn packed_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Row `n` dequantized into `out` (`cols` long) straight from the packed bytes, in one pass,
     /// for the layouts whole models mostly run (torchao's int8 codes, ggml's Q4_0, Q4_1, Q8_0
     /// and Q4_K blocks, MLX's 4-bit words in f32): the values are bit for bit those of

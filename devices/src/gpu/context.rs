@@ -13,6 +13,11 @@
 //! launch; a sentinel left in an output afterwards is reported as a failure (cubecl's "poisoned
 //! output": a launch that silently did nothing must not look like a result).
 //!
+//! [`Gpu::run`] creates and uploads everything on every call ([`Gpu::prepare`]), then records the
+//! passes and the readback. A benchmark prepares once and launches the prepared [`Step`]s per
+//! sample ([`Gpu::launch_timed`]): same passes, same timestamp placement, no creation, upload or
+//! readback in the timed loop.
+//!
 //! A texture bound through a format other than the one it was allocated with cannot pass wgpu's
 //! validation, so such a dispatch is compiled by naga to SPIR-V with the *bind* format in the
 //! shader and created with `create_shader_module_passthrough`, while the bind group layout and
@@ -281,6 +286,43 @@ pub(crate) struct Kernel {
     pub layout: wgpu::BindGroupLayout,
 }
 
+/// One compute pass ready to record: a dispatch's pipeline, its bound resources and its
+/// workgroup counts.
+pub(crate) struct Step {
+    /// The entry point (the pass label).
+    pub label: &'static str,
+    /// The compiled kernel.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Binding 0 the params uniform, then the dispatch's resources.
+    pub bind_group: wgpu::BindGroup,
+    /// Workgroups along x and y.
+    pub groups: (u32, u32),
+}
+
+/// A program whose resources live on the device ([`Gpu::prepare`]): it can be launched any
+/// number of times without creating or uploading anything again.
+pub(crate) struct Prepared {
+    /// Storage buffers by name, with their sizes in bytes.
+    bufs: HashMap<&'static str, (wgpu::Buffer, u64)>,
+    /// The dispatches, in order.
+    pub steps: Vec<Step>,
+    /// The params uniform and the texture views, which the bind groups reference: held for as
+    /// long as the steps may be launched.
+    _held: (wgpu::Buffer, HashMap<&'static str, wgpu::TextureView>),
+}
+
+/// Where a timed launch resolves its two timestamps and reads them back: created once per
+/// benchmark, reused by every sample ([`Gpu::stamps`]).
+pub(crate) struct Stamps {
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+}
+
+/// The size of the scratch buffer [`Gpu::flush_caches`] overwrites: twice the largest
+/// last-level cache of a GPU qdiff is meant for (H100 / H200: 50 MB of L2), so that no line
+/// of a benchmark's working set survives the flush.
+pub(crate) const FLUSH_BYTES: u64 = 100 << 20;
+
 /// An opened wgpu device with its caches.
 pub(crate) struct Gpu {
     /// The adapter.
@@ -297,6 +339,8 @@ pub(crate) struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     cache: HashMap<String, Arc<Kernel>>,
     timestamps: Option<wgpu::QuerySet>,
+    /// The scratch buffer [`Gpu::flush_caches`] overwrites, created on first use.
+    flush: Option<wgpu::Buffer>,
     /// While `Some`, programs are recorded here instead of run (see `ops::export`): an export
     /// must describe exactly what a run would launch without launching it (a case may hang or
     /// lose the device).
@@ -366,6 +410,7 @@ impl Gpu {
             lost,
             cache: HashMap::new(),
             timestamps,
+            flush: None,
             capture: None,
         })
     }
@@ -551,7 +596,11 @@ impl Gpu {
         Ok(k)
     }
 
-    fn run_inner(&mut self, prog: &Program) -> Result<Results, String> {
+    /// Create `prog`'s resources on the device: the params uniform, every buffer with its input
+    /// words or the sentinel, every texture with its encoded texels (queued writes, done before
+    /// the next submission runs), the compiled kernels and one bind group per dispatch. What
+    /// [`Gpu::run`] does before every launch, and a benchmark once before all its samples.
+    pub(crate) fn prepare(&mut self, prog: &Program) -> Result<Prepared, String> {
         use wgpu::util::DeviceExt;
         let dev = self.device.clone();
         // Uniform params (16-byte multiple).
@@ -574,7 +623,7 @@ impl Gpu {
         }
         let mut views: HashMap<&'static str, wgpu::TextureView> = HashMap::new();
         for t in &prog.textures {
-            let (w, h, texels) = texture_extent(t, self.limits.max_texture_dimension_2d);
+            let (w, h, _) = texture_extent(t, self.limits.max_texture_dimension_2d);
             let tex = dev.create_texture(&wgpu::TextureDescriptor {
                 label: Some(t.name),
                 size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
@@ -586,7 +635,6 @@ impl Gpu {
                 view_formats: &[],
             });
             let bytes = encode_texels(t.alloc, &t.data, (w * h) as usize);
-            let _ = texels;
             let bpr = w * t.alloc.texel_bytes() as u32;
             self.queue.write_texture(
                 wgpu::TexelCopyTextureInfo {
@@ -605,7 +653,7 @@ impl Gpu {
         for d in &prog.dispatches {
             kernels.push(self.kernel(prog, d)?);
         }
-        let mut bind_groups = Vec::new();
+        let mut steps = Vec::new();
         for (d, k) in prog.dispatches.iter().zip(&kernels) {
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
             for (i, u) in d.uses.iter().enumerate() {
@@ -618,15 +666,23 @@ impl Gpu {
                 };
                 entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
             }
-            bind_groups.push(dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(d.entry),
                 layout: &k.layout,
                 entries: &entries,
-            }));
+            });
+            steps.push(Step { label: d.entry, pipeline: k.pipeline.clone(), bind_group, groups: self.workgroups(d) });
         }
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qdiff") });
-        let n = prog.dispatches.len();
-        for (i, ((d, k), bg)) in prog.dispatches.iter().zip(&kernels).zip(&bind_groups).enumerate() {
+        Ok(Prepared { bufs, steps, _held: (params, views) })
+    }
+
+    /// Record `steps` into `enc`, one compute pass each, in order (wgpu puts the barriers between
+    /// passes). Where the device has timestamp queries, the first pass writes query 0 at its
+    /// beginning and the last pass query 1 at its end: the interval covers the kernels only,
+    /// not the uploads before nor the copies after.
+    fn encode_passes(&self, enc: &mut wgpu::CommandEncoder, steps: &[&Step]) {
+        let n = steps.len();
+        for (i, s) in steps.iter().enumerate() {
             let edge = i == 0 || i + 1 == n;
             let tw = self.timestamps.as_ref().filter(|_| edge).map(|qs| wgpu::ComputePassTimestampWrites {
                 query_set: qs,
@@ -634,12 +690,19 @@ impl Gpu {
                 end_of_pass_write_index: (i + 1 == n).then_some(1),
             });
             let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.entry), timestamp_writes: tw });
-            pass.set_pipeline(&k.pipeline);
-            pass.set_bind_group(0, bg, &[]);
-            let (gx, gy) = self.workgroups(d);
-            pass.dispatch_workgroups(gx, gy, 1);
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(s.label), timestamp_writes: tw });
+            pass.set_pipeline(&s.pipeline);
+            pass.set_bind_group(0, &s.bind_group, &[]);
+            pass.dispatch_workgroups(s.groups.0, s.groups.1, 1);
         }
+    }
+
+    fn run_inner(&mut self, prog: &Program) -> Result<Results, String> {
+        let dev = self.device.clone();
+        let prep = self.prepare(prog)?;
+        let bufs = &prep.bufs;
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qdiff") });
+        self.encode_passes(&mut enc, &prep.steps.iter().collect::<Vec<_>>());
         let ts_buf = self.timestamps.as_ref().map(|qs| {
             let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps"),
@@ -729,6 +792,141 @@ impl Gpu {
     }
 }
 
+impl Gpu {
+    /// The buffers a timed launch resolves its timestamps into; `None` without timestamp
+    /// queries (samples are then timed by the wall clock).
+    pub(crate) fn stamps(&self) -> Option<Stamps> {
+        self.timestamps.as_ref()?;
+        let buffer = |label, usage| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Some(Stamps {
+            resolve: buffer("timestamps", wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC),
+            read: buffer("timestamps read", wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+        })
+    }
+
+    /// Submit an empty command buffer and wait for the queue: the queued writes of
+    /// [`Gpu::prepare`] (texture uploads) and any earlier work finish here rather than inside the
+    /// first timed launch.
+    pub(crate) fn settle(&self) -> Result<(), String> {
+        let idx = self.queue.submit([]);
+        self.wait(idx)
+    }
+
+    fn wait(&self, idx: wgpu::SubmissionIndex) -> Result<(), String> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(idx), timeout: Some(QUEUE_TIMEOUT) })
+            .map(|_| ())
+            .map_err(|e| format!("waiting for the queue: {e}"))
+    }
+
+    /// Launch `steps` once, in order, in one command buffer, and time them: by the timestamps
+    /// around the passes where `stamps` is given (a pair the driver wrote out of order or as
+    /// equal is not a measurement: that sample falls back to the wall clock), else by the wall
+    /// clock around submit + wait. Nothing is read back but the timestamps; run inside
+    /// [`Gpu::scoped`] so that a validation error or a lost device fails the launch.
+    pub(crate) fn launch_timed(&self, steps: &[&Step], stamps: Option<&Stamps>) -> Result<Timing, String> {
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qdiff bench") });
+        self.encode_passes(&mut enc, steps);
+        let stamps = stamps.zip(self.timestamps.as_ref());
+        if let Some((s, qs)) = stamps {
+            enc.resolve_query_set(qs, 0..2, &s.resolve, 0);
+            enc.copy_buffer_to_buffer(&s.resolve, 0, &s.read, 0, 16);
+        }
+        let t0 = Instant::now();
+        let idx = self.queue.submit([enc.finish()]);
+        let mapped = Arc::new(Mutex::new(None));
+        if let Some((s, _)) = stamps {
+            let m = mapped.clone();
+            s.read.map_async(wgpu::MapMode::Read, .., move |r| {
+                if let Ok(mut v) = m.lock() {
+                    *v = Some(r.is_ok());
+                }
+            });
+        }
+        self.wait(idx)?;
+        let wall = Timing { seconds: t0.elapsed().as_secs_f64(), method: TimingMethod::System };
+        if let Some(e) = self.take_errors() {
+            return Err(e);
+        }
+        let Some((s, _)) = stamps else { return Ok(wall) };
+        if mapped.lock().ok().and_then(|m| *m) != Some(true) {
+            return Err("mapping the timestamps failed".into());
+        }
+        let v = s.read.get_mapped_range(..).map_err(|e| format!("reading timestamps: {e}"))?;
+        let ts: [u64; 2] = [
+            u64::from_le_bytes(v[0..8].try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(v[8..16].try_into().unwrap_or([0; 8])),
+        ];
+        drop(v);
+        s.read.unmap();
+        let period = self.queue.get_timestamp_period() as f64;
+        Ok(if ts[1] > ts[0] {
+            Timing { seconds: (ts[1] - ts[0]) as f64 * period * 1e-9, method: TimingMethod::Device }
+        } else {
+            wall
+        })
+    }
+
+    /// Evict the GPU's caches before a cold sample: overwrite a scratch buffer of
+    /// [`FLUSH_BYTES`] (less where `max_buffer_size` is smaller) with `clear_buffer` and wait.
+    /// The writes go through the last-level cache (the point of coherence for every engine on
+    /// the GPUs qdiff targets) and leave it holding scratch lines only. The buffer is created on
+    /// first use and kept; run inside [`Gpu::scoped`] (creating it may run out of memory).
+    pub(crate) fn flush_caches(&mut self) -> Result<(), String> {
+        let size =
+            FLUSH_BYTES.min(self.limits.max_buffer_size) / wgpu::COPY_BUFFER_ALIGNMENT * wgpu::COPY_BUFFER_ALIGNMENT;
+        let buf = self.flush.get_or_insert_with(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("qdiff cache flush"),
+                size,
+                usage: wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qdiff flush") });
+        enc.clear_buffer(buf, 0, None);
+        let idx = self.queue.submit([enc.finish()]);
+        self.wait(idx)
+    }
+
+    /// The bytes `offset .. offset + size` of `buf` (which needs COPY_SRC), copied to a mapped
+    /// buffer and read; `offset` and `size` multiples of 4.
+    pub(crate) fn read_buffer(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, String> {
+        let read = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("qdiff read"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qdiff read") });
+        enc.copy_buffer_to_buffer(buf, offset, &read, 0, size);
+        let idx = self.queue.submit([enc.finish()]);
+        let mapped = Arc::new(Mutex::new(None));
+        let m = mapped.clone();
+        read.map_async(wgpu::MapMode::Read, .., move |r| {
+            if let Ok(mut v) = m.lock() {
+                *v = Some(r.is_ok());
+            }
+        });
+        self.wait(idx)?;
+        if mapped.lock().ok().and_then(|m| *m) != Some(true) {
+            return Err("mapping a read-back buffer failed".into());
+        }
+        let bytes = read.get_mapped_range(..).map_err(|e| format!("reading back: {e}"))?.to_vec();
+        read.unmap();
+        Ok(bytes)
+    }
+}
+
 /// A wgpu error with its sources ("Validation Error" alone says nothing).
 fn error_chain(e: &wgpu::Error) -> String {
     let mut s = e.to_string();
@@ -798,6 +996,8 @@ pub(crate) mod src {
     pub const QUANTIZE_Q8: &str = include_str!("kernels/q8_0.wgsl");
     /// GPU quantizers.
     pub const QUANTIZE: &str = include_str!("kernels/quantize.wgsl");
+    /// `Device::peaks`: stream read, copy, FMA throughput (standalone: declares its bindings).
+    pub const PEAK: &str = include_str!("kernels/peak.wgsl");
 }
 
 /// Every complete WGSL source this process has assembled, keyed `entry#hash` (see
@@ -805,7 +1005,7 @@ pub(crate) mod src {
 static ASSEMBLED: std::sync::OnceLock<Mutex<BTreeMap<String, String>>> = std::sync::OnceLock::new();
 
 /// Remember an assembled kernel so tests can translate exactly what ran (MSL for Metal, SPIR-V).
-fn record_assembled(entry: &str, src: &str) {
+pub(crate) fn record_assembled(entry: &str, src: &str) {
     let hash = src.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
     if let Ok(mut m) = ASSEMBLED.get_or_init(Default::default).lock() {
         m.entry(format!("{entry}#{hash:016x}")).or_insert_with(|| src.to_string());

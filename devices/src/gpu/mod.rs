@@ -7,10 +7,13 @@
 //! - [`ops`]: each op as WGSL launches, and what is supported.
 //! - [`model`]: a whole model (`Device::load_model`): weights, activations and KV cache kept on
 //!   the device, one command buffer per layer.
+//! - [`bench`]: `Device::bench` (a case's programs prepared once, then timed launches) and
+//!   `Device::peaks` (`kernels/peak.wgsl`).
 //! - [`probe`]: the probed numerics of an adapter (fma fusion, `round` ties, conversions).
 //! - [`spirv`]: naga translation and the SPIR-V patches passthrough kernels need.
 //! - `kernels/*.wgsl`: the kernels, embedded.
 
+mod bench;
 mod context;
 mod model;
 mod ops;
@@ -21,6 +24,7 @@ pub use context::assembled_kernels;
 pub mod probe;
 pub mod spirv;
 
+use crate::bench::{BenchPlan, Peaks, Samples};
 use crate::case::{Op, OpCase, Outputs, Variant};
 use crate::device::{Device, DeviceError, DeviceInfo, DeviceKind, ModelSession, Support};
 use kernels_ref::scheme::Scheme;
@@ -159,6 +163,20 @@ pub fn open(kind: DeviceKind, index: usize) -> Result<GpuDevice, DeviceError> {
 }
 
 impl GpuDevice {
+    /// An op error as the `DeviceError` [`Device::run`] returns for `case`.
+    fn op_error(&self, case: &OpCase, e: ops::OpError) -> DeviceError {
+        let device = self.info.id.clone();
+        match e {
+            ops::OpError::Unsupported(reason) => {
+                DeviceError::Unsupported { device, op: case.op, scheme: case.scheme.to_string(), reason }
+            }
+            ops::OpError::BadCase(detail) => {
+                DeviceError::BadCase { op: case.op, scheme: case.scheme.to_string(), detail }
+            }
+            ops::OpError::Failed(detail) => DeviceError::Failed { device, detail },
+        }
+    }
+
     /// [`Device::load_model`] with the concrete session type (which also reports the bytes it
     /// holds on the device).
     pub fn load_gpu_model(&mut self, model: &models::QModel) -> Result<GpuSession<'_>, DeviceError> {
@@ -176,16 +194,30 @@ impl Device for GpuDevice {
     }
 
     fn run(&mut self, case: &OpCase) -> Result<Outputs, DeviceError> {
-        let device = self.info.id.clone();
-        ops::run(&mut self.gpu, case).map_err(|e| match e {
-            ops::OpError::Unsupported(reason) => {
-                DeviceError::Unsupported { device, op: case.op, scheme: case.scheme.to_string(), reason }
-            }
-            ops::OpError::BadCase(detail) => {
-                DeviceError::BadCase { op: case.op, scheme: case.scheme.to_string(), detail }
-            }
-            ops::OpError::Failed(detail) => DeviceError::Failed { device, detail },
-        })
+        ops::run(&mut self.gpu, case).map_err(|e| self.op_error(case, e))
+    }
+
+    /// Runs the case once through [`Device::run`] (so support, bad cases and failures are
+    /// exactly `run`'s, and the kernels are compiled and their outputs checked against the
+    /// sentinel), then captures the programs that run launches, creates their resources once
+    /// and times all their dispatches as one command buffer per sample (see `gpu/bench.rs`).
+    fn bench(&mut self, case: &OpCase, plan: &BenchPlan) -> Result<Samples, DeviceError> {
+        self.run(case)?;
+        let programs = ops::capture(&mut self.gpu, case).map_err(|e| self.op_error(case, e))?;
+        if programs.is_empty() {
+            // Only an embedding of no ids launches nothing; a time of nothing is no benchmark.
+            return Err(DeviceError::BadCase {
+                op: case.op,
+                scheme: case.scheme.to_string(),
+                detail: "the case launches no kernel: nothing to time".into(),
+            });
+        }
+        bench::programs(&mut self.gpu, &programs, plan)
+            .map_err(|detail| DeviceError::Failed { device: self.info.id.clone(), detail })
+    }
+
+    fn peaks(&mut self, plan: &BenchPlan) -> Result<Peaks, DeviceError> {
+        bench::peaks(&mut self.gpu, plan).map_err(|detail| DeviceError::Failed { device: self.info.id.clone(), detail })
     }
 
     fn load_model(&mut self, model: &models::QModel) -> Result<Box<dyn ModelSession + '_>, DeviceError> {

@@ -248,13 +248,19 @@ fn launch(gpu: &mut Gpu, p: &Program) -> R<Results> {
     gpu.run(p).map_err(OpError::Failed)
 }
 
-/// The programs `run` would launch for `case`, described for a harness outside qdiff (see
-/// `Gpu::describe`), without launching anything.
-pub(crate) fn export(gpu: &mut Gpu, case: &OpCase) -> R<Vec<serde_json::Value>> {
+/// The programs `run` would launch for `case`, in order, without launching anything.
+pub(crate) fn capture(gpu: &mut Gpu, case: &OpCase) -> R<Vec<Program>> {
     gpu.capture = Some(Vec::new());
     let ran = run(gpu, case);
     let programs = gpu.capture.take().unwrap_or_default();
     ran?;
+    Ok(programs)
+}
+
+/// The programs `run` would launch for `case`, described for a harness outside qdiff (see
+/// `Gpu::describe`), without launching anything.
+pub(crate) fn export(gpu: &mut Gpu, case: &OpCase) -> R<Vec<serde_json::Value>> {
+    let programs = capture(gpu, case)?;
     programs.iter().map(|p| gpu.describe(p).map_err(OpError::Failed)).collect()
 }
 

@@ -548,6 +548,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         model_results: Vec::new(),
         models: Vec::new(),
         bench_results: Vec::new(),
+        device_peaks: Vec::new(),
         regressions: Vec::new(),
     };
     let results_path = args.out.join("results.json");

@@ -163,6 +163,7 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         model_results: results,
         models: vec![info],
         bench_results: Vec::new(),
+        device_peaks: Vec::new(),
         regressions: Vec::new(),
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -174,7 +175,8 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     Ok(if failed { Exit::FellShort } else { Exit::Clean })
 }
 
-fn entry(i: &devices::DeviceInfo) -> reports::DeviceEntry {
+/// A device as recorded in results.
+pub fn entry(i: &devices::DeviceInfo) -> reports::DeviceEntry {
     reports::DeviceEntry {
         id: i.id.clone(),
         kind: i.kind.name().into(),

@@ -298,6 +298,7 @@ pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         model_results: Vec::new(),
         models: Vec::new(),
         bench_results: Vec::new(),
+        device_peaks: Vec::new(),
         regressions: Vec::new(),
     };
     let results_path = args.out.join("results.json");

@@ -1,5 +1,6 @@
 //! One module per command; [`dispatch`] routes a parsed command line to it.
 
+pub mod bench;
 pub mod check;
 pub mod devices;
 pub mod eval;
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn std::io::Write) -> anyhow::Result<Exit> 
         Command::Fuzz(args) => fuzz::run(args, out),
         Command::Repro(args) => repro::run(args, out),
         Command::Eval(args) => eval::run(&args, out),
+        Command::Bench(args) => bench::run(&args, out),
         Command::Tokenize(args) => tokenize::run(&args, out),
         Command::Logits(args) => logits::run(&args, out),
         Command::Worker(args) => worker::run(args),
