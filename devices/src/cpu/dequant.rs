@@ -64,13 +64,28 @@ pub(crate) fn dequant_row(w: &PackedWeights, n: usize, faults: &Faults, codes: &
 
 /// The `dequantize` op: every row of `w`, `[rows, cols]` row-major.
 pub(crate) fn dequantize(w: &PackedWeights, faults: &Faults) -> Vec<f32> {
-    let (rows, cols) = (w.rows, w.cols);
-    let mut out = vec![0f32; rows * cols];
-    if cols == 0 {
-        return out;
-    }
-    for_chunks(&mut out, cols, cols, || vec![0i32; cols], |codes, n, row| dequant_row(w, n, faults, codes, row));
+    let mut out = vec![0f32; w.rows * w.cols];
+    dequantize_into(w, faults, &mut out);
     out
+}
+
+/// [`dequantize`] into `out` (`rows * cols` values): a caller that keeps its buffer (a benchmark
+/// sample, a kernel writing a preallocated tensor) pays no allocation or page faults.
+pub(crate) fn dequantize_into(w: &PackedWeights, faults: &Faults, out: &mut [f32]) {
+    let cols = w.cols;
+    debug_assert_eq!(out.len(), w.rows * cols);
+    if cols == 0 {
+        return;
+    }
+    for_chunks(out, cols, cols, || vec![0i32; cols], |codes, n, row| row_values(w, n, faults, codes, row));
+}
+
+/// Row `n` of `w` into `out`: the fused one-pass decode when there is no fault and the layout
+/// has one (the same bits: `fused_decode_equals_dequant_row`), else [`dequant_row`].
+fn row_values(w: &PackedWeights, n: usize, faults: &Faults, codes: &mut [i32], out: &mut [f32]) {
+    if *faults != Faults::NONE || !w.dequant_row_fused(n, out) {
+        dequant_row(w, n, faults, codes, out);
+    }
 }
 
 /// The `embedding` op: rows `ids` of the quantized table `w`, each dequantized on its own.
@@ -88,6 +103,6 @@ pub(crate) fn embedding(
     if d == 0 {
         return Ok(out);
     }
-    for_chunks(&mut out, d, d, || vec![0i32; d], |codes, i, row| dequant_row(w, ids[i] as usize, faults, codes, row));
+    for_chunks(&mut out, d, d, || vec![0i32; d], |codes, i, row| row_values(w, ids[i] as usize, faults, codes, row));
     Ok(out)
 }
