@@ -1,8 +1,9 @@
 //! Throughput of the reference `matmul` (exact: f64 products and sums, rounded once) against
 //! the `gemm` crate's plain f32 GEMM, which is what a fast but inexact CPU kernel does.
 //!
-//! Shapes: square 256 and 512, and a decode-like `M = 1, N = K = 2048`. For each: ours on one
-//! rayon thread, ours on two, and `gemm` with `Parallelism::None`. Throughput is reported as
+//! Shapes: square 256 and 512, a prefill-like `128 x 2048 x 2048` and a decode-like
+//! `M = 1, N = K = 2048`. For each: ours on one rayon thread, ours on two, and `gemm` with
+//! `Parallelism::None` (compare the one-thread figures). Throughput is reported as
 //! `2 M N K` elements per second, i.e. FLOP/s.
 //!
 //! Run with `cargo bench -p qdiff-kernels-ref --bench gemm`.
@@ -31,7 +32,7 @@ fn bench_gemm(c: &mut Criterion) {
     let two = pool(2);
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    for (m, n, k) in [(256, 256, 256), (512, 512, 512), (1, 2048, 2048)] {
+    for (m, n, k) in [(256, 256, 256), (512, 512, 512), (128, 2048, 2048), (1, 2048, 2048)] {
         let a = filled(m, k, 1);
         let b = filled(k, n, 2);
         let label = format!("{m}x{n}x{k}");
