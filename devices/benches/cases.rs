@@ -3,17 +3,14 @@
 //! (timestamp queries) through `iter_custom`, next to the wall time of a whole case (upload,
 //! dispatch, readback).
 
+mod common;
+
+use common::{device_ids, matrix};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use devices::case::{Op, OpCase, Variant};
-use devices::{DeviceKind, TimingMethod};
+use devices::TimingMethod;
 use kernels_ref::scheme::Scheme;
-use kernels_ref::tensor::Matrix;
 use std::time::Duration;
-
-fn matrix(rows: usize, cols: usize, seed: u32) -> Matrix {
-    let data = (0..rows * cols).map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0);
-    Matrix::new(rows, cols, data.collect()).expect("shape")
-}
 
 fn cases() -> Vec<(&'static str, OpCase)> {
     let mk = |op: Op, scheme: &str, m: usize, n: usize, k: usize| {
@@ -39,14 +36,7 @@ fn cases() -> Vec<(&'static str, OpCase)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut ids = vec!["cpu".to_string()];
-    ids.extend(
-        devices::list()
-            .devices
-            .into_iter()
-            .filter(|d| matches!(d.kind, DeviceKind::Vulkan | DeviceKind::Metal))
-            .map(|d| d.id),
-    );
+    let ids = device_ids();
     for id in ids {
         let Ok(mut dev) = devices::open(&id) else { continue };
         let mut group = c.benchmark_group(format!("cases/{id}"));

@@ -9,17 +9,14 @@
 //! DRAM-sized shapes against the device's measured peaks; this suite is for regressions between
 //! commits (criterion keeps the previous run and reports the change).
 
+mod common;
+
+use common::{device_ids, matrix};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use devices::case::{Op, OpCase, Variant};
-use devices::{BenchPlan, DeviceKind};
+use devices::BenchPlan;
 use kernels_ref::scheme::Scheme;
-use kernels_ref::tensor::Matrix;
 use std::time::Duration;
-
-fn matrix(rows: usize, cols: usize, seed: u32) -> Matrix {
-    let data = (0..rows * cols).map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0);
-    Matrix::new(rows, cols, data.collect()).expect("shape")
-}
 
 fn case(op: Op, scheme: &str, m: usize, n: usize, k: usize) -> OpCase {
     let s: Scheme = scheme.parse().expect("scheme");
@@ -36,14 +33,7 @@ fn case(op: Op, scheme: &str, m: usize, n: usize, k: usize) -> OpCase {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut ids = vec!["cpu".to_string()];
-    ids.extend(
-        devices::list()
-            .devices
-            .into_iter()
-            .filter(|d| matches!(d.kind, DeviceKind::Vulkan | DeviceKind::Metal))
-            .map(|d| d.id),
-    );
+    let ids = device_ids();
     let mut cases = Vec::new();
     for scheme in ["q4_0", "w4g32-sym-ao", "8da4w-ao"] {
         cases.push((

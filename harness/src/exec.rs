@@ -652,14 +652,7 @@ fn signal_name(sig: i32) -> &'static str {
 
 /// A device as results and case files record it.
 pub fn device_entry(d: &dyn Executor) -> reports::DeviceEntry {
-    let i = d.info();
-    reports::DeviceEntry {
-        id: i.id.clone(),
-        kind: i.kind.name().into(),
-        name: i.name.clone(),
-        driver: i.driver.clone(),
-        features: i.features.clone(),
-    }
+    crate::meta::device_entry(d.info())
 }
 
 #[cfg(test)]

@@ -5,6 +5,37 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit qdiff was built from (`unknown` outside a git checkout).
 pub const GIT_COMMIT: &str = env!("QDIFF_GIT_COMMIT");
 
+/// The provenance block of a `results.json`: this build, this host, the start time and seed, and
+/// the command line (`command`, or this process's arguments).
+pub fn run_info(started_at: String, seed: u64, command: Option<String>) -> reports::RunInfo {
+    reports::RunInfo {
+        qdiff_version: VERSION.into(),
+        git_commit: GIT_COMMIT.into(),
+        started_at,
+        host: host(),
+        seed,
+        shard: "1/1".into(),
+        command: Some(command.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "))),
+    }
+}
+
+/// A device as results and case files record it.
+pub fn device_entry(i: &devices::DeviceInfo) -> reports::DeviceEntry {
+    reports::DeviceEntry {
+        id: i.id.clone(),
+        kind: i.kind.name().into(),
+        name: i.name.clone(),
+        driver: i.driver.clone(),
+        features: i.features.clone(),
+    }
+}
+
+/// The devices a command runs on when none is named: `cpu` and every GPU adapter (not `ref`:
+/// it is what the others are measured against).
+pub fn default_devices() -> Vec<String> {
+    devices::list().devices.into_iter().filter(|d| d.id != "ref").map(|d| d.id).collect()
+}
+
 /// The host name (`unknown` when it cannot be read).
 pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

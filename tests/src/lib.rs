@@ -26,6 +26,16 @@ pub fn qdiff(args: &[&str]) -> Run {
     Run { code, stdout: out, stderr: String::from_utf8_lossy(&err).into_owned() }
 }
 
+/// Asserts that `qdiff args` could not run: exit 2, one line on stderr that contains `needle`,
+/// and no `results.json` written into `out`.
+pub fn assert_could_not_run(args: &[&str], needle: &str, out: &Path) {
+    let r = qdiff(args);
+    assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(!out.join("results.json").exists(), "nothing half-written");
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()

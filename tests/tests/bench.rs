@@ -2,7 +2,7 @@
 //! with its samples, bytes and FLOPs and the device's peaks from the same run; bad arguments are
 //! exit 2 with nothing written.
 
-use qdiff_e2e::{has_vulkan, qdiff, scratch};
+use qdiff_e2e::{assert_could_not_run, has_vulkan, qdiff, scratch};
 use serde_json::Value;
 
 fn results(dir: &std::path::Path) -> Value {
@@ -144,10 +144,6 @@ fn bad_bench_arguments_exit_2_with_one_line() {
         (&["bench", "--device", "cpu", "--samples", "2", "--min-samples", "5", "--out", o], "--min-samples"),
     ];
     for (args, needle) in cases {
-        let r = qdiff(args);
-        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
-        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
-        assert!(!out.join("results.json").exists(), "nothing half-written");
+        assert_could_not_run(args, needle, &out);
     }
 }

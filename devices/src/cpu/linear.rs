@@ -200,6 +200,9 @@ fn gemm_8da4w(
         q: vec![0i8; TILE_N * k],
         wsum: vec![0i32; TILE_N * g],
         acc: vec![0i64; g],
+        sw: vec![0f32; TILE_N * g],
+        row_sw: Vec::with_capacity(g),
+        row_zp: Vec::with_capacity(g),
     };
     // Each tile returns its `[rows, M, G]` block of accumulators with its outputs.
     let acct = for_chunks(&mut yt, TILE_N * m, TILE_N * m * k, init, |buf, ti, ychunk| {
@@ -218,6 +221,11 @@ struct Tile8da4w {
     wsum: Vec<i32>,
     /// One output's accumulators when they are not kept.
     acc: Vec<i64>,
+    /// The tile's weight scales, `[TILE_N, G]`, read through the faults once per tile.
+    sw: Vec<f32>,
+    /// One row's scales and zero-points as `PackedWeights::row_qparams` reads them.
+    row_sw: Vec<f32>,
+    row_zp: Vec<i32>,
 }
 
 /// One tile of [`gemm_8da4w`]: decode `TILE_N` weight rows, then every output of them; returns
@@ -274,14 +282,27 @@ fn tile_8da4w_body(
         for gi in 0..g {
             b.wsum[r * g + gi] = q[gi * gl..(gi + 1) * gl].iter().map(|&v| v as i32).sum();
         }
+        let n = ti * TILE_N + r;
+        if kernel.faults.scale_transpose {
+            for gi in 0..g {
+                b.sw[r * g + gi] = w.scale(n, gi, kernel.faults);
+            }
+        } else {
+            // A row's scales in one pass (8da4w weights are symmetric: no zero-points to read).
+            let (mut sw, mut zs) = (std::mem::take(&mut b.row_sw), std::mem::take(&mut b.row_zp));
+            sw.clear();
+            zs.clear();
+            w.row_qparams(n, &mut sw, &mut zs);
+            b.sw[r * g..(r + 1) * g].copy_from_slice(&sw[..g]);
+            (b.row_sw, b.row_zp) = (sw, zs);
+        }
     }
     let mut achunk = if keep_acc { vec![0i64; rows * m * g] } else { Vec::new() };
     for r in 0..rows {
         let q = &b.q[r * k..(r + 1) * k];
-        let nrow = ti * TILE_N + r;
         for mi in 0..m {
             let acc = if keep_acc { &mut achunk[(r * m + mi) * g..(r * m + mi + 1) * g] } else { &mut b.acc[..] };
-            ychunk[r * m + mi] = kernel.output(nrow, mi, q, &b.wsum[r * g..(r + 1) * g], acc);
+            ychunk[r * m + mi] = kernel.output(mi, q, &b.wsum[r * g..(r + 1) * g], &b.sw[r * g..(r + 1) * g], acc);
         }
     }
     achunk
@@ -297,9 +318,10 @@ struct Kernel8da4w<'a> {
 }
 
 impl Kernel8da4w<'_> {
-    /// `y[mi, n]` from weight row codes `q` and their group sums; writes the per-group `acc`.
+    /// `y[mi, n]` from weight row `n`'s codes `q`, their group sums and the row's scales `sw`
+    /// (read through the faults); writes the per-group `acc`.
     #[inline(always)]
-    fn output(&self, n: usize, mi: usize, q: &[i8], wsum: &[i32], acc: &mut [i64]) -> f32 {
+    fn output(&self, mi: usize, q: &[i8], wsum: &[i32], sw: &[f32], acc: &mut [i64]) -> f32 {
         let (k, g, gl) = (self.tok.cols, self.w.groups, self.w.group_len);
         let a = &self.tok.q[mi * k..(mi + 1) * k];
         let zp = self.tok.zp.as_ref().map_or(0, |z| z[mi]);
@@ -316,7 +338,7 @@ impl Kernel8da4w<'_> {
             let raw: i32 = a[range.clone()].iter().zip(&q[range]).map(|(&x, &y)| (x as i16 * y as i16) as i32).sum();
             let adj = raw - zp * wsum[gi];
             acc[gi] = adj as i64;
-            let sw = self.w.scale(n, gi, self.faults);
+            let sw = sw[gi];
             out = match self.flavor {
                 W8da4wFlavor::Ao | W8da4wFlavor::Xnn => (adj as f32).mul_add(sw, out),
                 W8da4wFlavor::Vk => t.fma(t.round(adj as f32), t.mul(sa, sw), out),

@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use devices::BenchPlan;
 use kernels_ref::scheme::Scheme;
-use reports::{BenchResult, DevicePeaks, Results, RunInfo, Summary};
+use reports::{BenchResult, DevicePeaks, Results, Summary};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,11 +109,6 @@ pub fn spec(args: &BenchArgs) -> anyhow::Result<BenchSpec> {
         shapes: if args.quick { Shapes::quick() } else { Shapes::full() },
         seed: args.seed,
     })
-}
-
-/// The default devices: `cpu` and every GPU adapter.
-pub fn default_devices() -> Vec<String> {
-    devices::list().devices.into_iter().filter(|d| d.id != "ref").map(|d| d.id).collect()
 }
 
 /// What one bench run produced.
@@ -259,7 +254,7 @@ pub fn table(run: &BenchRun) -> String {
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let started_at = meta::now_rfc3339();
     let spec = spec(args)?;
-    let ids = if args.device.is_empty() { default_devices() } else { args.device.clone() };
+    let ids = if args.device.is_empty() { meta::default_devices() } else { args.device.clone() };
     let mut devs = Vec::new();
     for id in &ids {
         devs.push(devices::open(id).map_err(|e| anyhow!("{e}"))?);
@@ -273,16 +268,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         bench_run.results.iter().any(|r| r.error.is_some()) || bench_run.peaks.iter().any(|p| p.error.is_some());
     let res = Results {
         schema_version: reports::SCHEMA_VERSION,
-        run: RunInfo {
-            qdiff_version: meta::VERSION.into(),
-            git_commit: meta::GIT_COMMIT.into(),
-            started_at,
-            host: meta::host(),
-            seed: args.seed,
-            shard: "1/1".into(),
-            command: Some(std::env::args().collect::<Vec<_>>().join(" ")),
-        },
-        devices: devs.iter().map(|d| super::eval::entry(d.info())).collect(),
+        run: meta::run_info(started_at, args.seed, None),
+        devices: devs.iter().map(|d| meta::device_entry(d.info())).collect(),
         summary: Summary::default(),
         op_results: Vec::new(),
         model_results: Vec::new(),

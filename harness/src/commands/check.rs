@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use devices::case::{OpCase, Storage, Variant};
 use devices::reference::RefDevice;
 use devices::{Device, Support};
-use reports::{DeviceEntry, OpResult, Results, RunInfo, Summary, Verdict};
+use reports::{DeviceEntry, OpResult, Results, Summary, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -126,11 +126,6 @@ pub struct CheckArgs {
     pub repeat: usize,
     /// The command line, for provenance.
     pub command: String,
-}
-
-/// Every device id this machine has, but `ref` (what everything is compared with).
-fn default_devices() -> Vec<String> {
-    devices::list().devices.into_iter().filter(|d| d.id != "ref").map(|d| d.id).collect()
 }
 
 /// Per-device speed: cases run in this invocation and the time they took.
@@ -353,7 +348,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         bail!("--case-timeout {}: a positive number of seconds is needed", args.case_timeout);
     }
     let case_timeout = Duration::from_secs_f64(args.case_timeout);
-    let device_ids = if args.devices.is_empty() { default_devices() } else { args.devices.clone() };
+    let device_ids = if args.devices.is_empty() { meta::default_devices() } else { args.devices.clone() };
     let storages = if args.storage.is_empty() { vec![Storage::Buffer] } else { args.storage.clone() };
     let params = RunParams {
         seed: args.seed,
@@ -533,15 +528,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     }
     let results = Results {
         schema_version: reports::SCHEMA_VERSION,
-        run: RunInfo {
-            qdiff_version: meta::VERSION.into(),
-            git_commit: meta::GIT_COMMIT.into(),
-            started_at,
-            host: meta::host(),
-            seed: args.seed,
-            shard: "1/1".into(),
-            command: Some(args.command.clone()),
-        },
+        run: meta::run_info(started_at, args.seed, Some(args.command.clone())),
         devices: device_entries,
         summary: summary.clone(),
         op_results: rec.op_results,

@@ -8,7 +8,7 @@ use crate::Exit;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use models::QuantPlan;
-use reports::{ModelResult, Results, RunInfo, Summary};
+use reports::{ModelResult, Results, Summary};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -66,11 +66,6 @@ pub fn plans(schemes: &[String], head: &Option<String>, embed: &Option<String>) 
     names.iter().map(|n| Ok(QuantPlan { linear: scheme_opt("scheme", &Some(n.clone()))?, head, embed })).collect()
 }
 
-/// The default devices: `cpu` and every GPU adapter.
-fn default_devices() -> Vec<String> {
-    devices::list().devices.into_iter().filter(|d| d.id != "ref").map(|d| d.id).collect()
-}
-
 /// Run it.
 pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let started_at = meta::now_rfc3339();
@@ -96,7 +91,7 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         rollout_prompt: modeleval::ROLLOUT_PROMPT.into(),
         texts,
     };
-    let device_ids = if args.device.is_empty() { default_devices() } else { args.device.clone() };
+    let device_ids = if args.device.is_empty() { meta::default_devices() } else { args.device.clone() };
     let mut devs = Vec::new();
     for id in &device_ids {
         devs.push(devices::open(id).map_err(|e| anyhow!("{e}"))?);
@@ -148,16 +143,8 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let failed = results.iter().any(|r| r.status == "error");
     let res = Results {
         schema_version: reports::SCHEMA_VERSION,
-        run: RunInfo {
-            qdiff_version: meta::VERSION.into(),
-            git_commit: meta::GIT_COMMIT.into(),
-            started_at,
-            host: meta::host(),
-            seed: 0,
-            shard: "1/1".into(),
-            command: Some(std::env::args().collect::<Vec<_>>().join(" ")),
-        },
-        devices: devs.iter().map(|d| entry(d.info())).collect(),
+        run: meta::run_info(started_at, 0, None),
+        devices: devs.iter().map(|d| meta::device_entry(d.info())).collect(),
         summary: Summary::default(),
         op_results: Vec::new(),
         model_results: results,
@@ -173,15 +160,4 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     writeln!(out, "{card}")?;
     writeln!(out, "wrote {} and {}", args.out.join("results.json").display(), args.out.join("card.md").display())?;
     Ok(if failed { Exit::FellShort } else { Exit::Clean })
-}
-
-/// A device as recorded in results.
-pub fn entry(i: &devices::DeviceInfo) -> reports::DeviceEntry {
-    reports::DeviceEntry {
-        id: i.id.clone(),
-        kind: i.kind.name().into(),
-        name: i.name.clone(),
-        driver: i.driver.clone(),
-        features: i.features.clone(),
-    }
 }

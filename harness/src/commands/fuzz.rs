@@ -22,7 +22,7 @@ use devices::Support;
 use kernels_ref::scheme::Scheme;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
-use reports::{DeviceEntry, Metrics, OpResult, Results, RunInfo, Summary, Verdict};
+use reports::{DeviceEntry, Metrics, OpResult, Results, Summary, Verdict};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -283,15 +283,7 @@ pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
 
     let results = Results {
         schema_version: reports::SCHEMA_VERSION,
-        run: RunInfo {
-            qdiff_version: meta::VERSION.into(),
-            git_commit: meta::GIT_COMMIT.into(),
-            started_at,
-            host: meta::host(),
-            seed: args.seed,
-            shard: "1/1".into(),
-            command: Some(std::env::args().collect::<Vec<_>>().join(" ")),
-        },
+        run: meta::run_info(started_at, args.seed, None),
         devices: vec![entry],
         summary: summary.clone(),
         op_results: found.iter().map(|f| f.result.clone()).collect(),
