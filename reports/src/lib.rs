@@ -2,8 +2,10 @@
 //! (HTML, Markdown card, JUnit XML). This crate knows nothing of how results were made: the types
 //! here are plain data with serde.
 
+mod baseline;
 mod card;
 
+pub use baseline::{regressions, Regression, Thresholds};
 pub use card::card_markdown;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,7 +41,7 @@ pub struct Results {
     pub device_peaks: Vec<DevicePeaks>,
     /// Regressions against a baseline.
     #[serde(default)]
-    pub regressions: Vec<serde_json::Value>,
+    pub regressions: Vec<Regression>,
 }
 
 /// Provenance of a run.

@@ -147,3 +147,80 @@ fn bad_bench_arguments_exit_2_with_one_line() {
         assert_could_not_run(args, needle, &out);
     }
 }
+
+/// `results.json` of `dir` with every bench figure scaled by `factor` (a faster or slower
+/// baseline), written to `to`.
+fn scaled_baseline(dir: &std::path::Path, factor: f64, to: &std::path::Path) {
+    let mut res = results(dir);
+    for r in res["bench_results"].as_array_mut().unwrap() {
+        for key in ["median_s", "min_s", "max_s"] {
+            r[key] = (f(&r[key]) * factor).into();
+        }
+        let s: Vec<f64> = r["samples_s"].as_array().unwrap().iter().map(|v| f(v) * factor).collect();
+        r["samples_s"] = s.into();
+    }
+    std::fs::write(to, serde_json::to_vec(&res).unwrap()).unwrap();
+}
+
+#[test]
+fn a_baseline_that_was_faster_makes_bench_exit_1_with_the_regressions() {
+    let first = scratch("bench-baseline-first");
+    let args = |out: &str, baseline: Option<&str>| {
+        let mut a = vec![
+            "bench",
+            "--device",
+            "cpu",
+            "--quick",
+            "--time",
+            "0",
+            "--samples",
+            "3",
+            "--min-samples",
+            "3",
+            "--warmup",
+            "1",
+            "--scheme",
+            "q4_0",
+            "--kernel",
+            "linear-decode",
+            "--kernel",
+            "dequantize",
+            "--out",
+            out,
+        ];
+        if let Some(b) = baseline {
+            a.extend(["--baseline", b]);
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| qdiff(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let r = run(args(first.to_str().unwrap(), None));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // A baseline 100 times faster: both kernels regressed, listed in results.json and on stdout.
+    let fast = first.join("fast.json");
+    scaled_baseline(&first, 0.01, &fast);
+    let out = scratch("bench-baseline-regressed");
+    let r = run(args(out.to_str().unwrap(), Some(fast.to_str().unwrap())));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let regs = results(&out)["regressions"].as_array().unwrap().clone();
+    assert_eq!(regs.len(), 2, "{regs:?}");
+    assert!(regs.iter().all(|g| g["what"].as_str().unwrap().contains("on cpu: slower")), "{regs:?}");
+    let stdout = String::from_utf8(r.stdout).unwrap();
+    assert!(stdout.contains("regressions against the baseline: 2"), "{stdout}");
+
+    // A baseline 100 times slower: nothing regressed.
+    let slow = first.join("slow.json");
+    scaled_baseline(&first, 100.0, &slow);
+    let out = scratch("bench-baseline-clean");
+    let r = run(args(out.to_str().unwrap(), Some(slow.to_str().unwrap())));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(results(&out)["regressions"].as_array().unwrap().is_empty());
+
+    // A baseline that is not results.json: exit 2, one line, nothing written.
+    let bad = first.join("bad.json");
+    std::fs::write(&bad, b"{\"schema_version\": 1, \"run\": 3}").unwrap();
+    let out = scratch("bench-baseline-bad");
+    let a = args(out.to_str().unwrap(), Some(bad.to_str().unwrap()));
+    assert_could_not_run(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "bad.json", &out);
+}

@@ -1,7 +1,8 @@
 //! `qdiff bench [--device ID]... [--scheme NAME]... [--kernel K]... [--model PATH] [--time SECS]
-//! [--samples N] [--cold] [--quick] [--out DIR]`: each device's peaks, then every kernel of every
-//! scheme on every device (see `crate::bench`); a table on stdout and `bench_results` with
-//! `device_peaks` in `DIR/results.json`. Exit 1 when a benchmark or a peak measurement failed.
+//! [--samples N] [--cold] [--quick] [--baseline RESULTS.json] [--out DIR]`: each device's peaks,
+//! then every kernel of every scheme on every device (see `crate::bench`); a table on stdout and
+//! `bench_results` with `device_peaks` in `DIR/results.json`. Exit 1 when a benchmark or a peak
+//! measurement failed, or a benchmark regressed against the baseline.
 
 use crate::bench::{self, BenchSpec, Job, Kernel, Outcome, Shapes};
 use crate::meta;
@@ -57,6 +58,14 @@ pub struct BenchArgs {
     /// Seed of the inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A previous run's results.json: every benchmark is compared with the baseline's (same
+    /// device, kernel, scheme, shape); one slower beyond its noise band is a regression, listed
+    /// in results.json and on stdout, and the exit code is 1.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Relative slowdown beyond the noise band that counts as a regression (with --baseline).
+    #[arg(long, default_value_t = 0.10)]
+    pub slowdown: f64,
     /// Output folder (results.json).
     #[arg(long, default_value = "qdiff-out")]
     pub out: PathBuf,
@@ -254,6 +263,14 @@ pub fn table(run: &BenchRun) -> String {
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let started_at = meta::now_rfc3339();
     let spec = spec(args)?;
+    if !(args.slowdown.is_finite() && args.slowdown >= 0.0) {
+        anyhow::bail!("--slowdown {}: must be a fraction >= 0", args.slowdown);
+    }
+    // Read before anything runs: a bad baseline is exit 2 with nothing written.
+    let baseline = match &args.baseline {
+        Some(p) => Some(Results::read(p).map_err(|e| anyhow!("--baseline: {e}"))?),
+        None => None,
+    };
     let ids = if args.device.is_empty() { meta::default_devices() } else { args.device.clone() };
     let mut devs = Vec::new();
     for id in &ids {
@@ -266,7 +283,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let bench_run = execute(&spec, &mut devs, model.as_ref())?;
     let failed =
         bench_run.results.iter().any(|r| r.error.is_some()) || bench_run.peaks.iter().any(|p| p.error.is_some());
-    let res = Results {
+    let mut res = Results {
         schema_version: reports::SCHEMA_VERSION,
         run: meta::run_info(started_at, args.seed, None),
         devices: devs.iter().map(|d| meta::device_entry(d.info())).collect(),
@@ -278,9 +295,19 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         device_peaks: bench_run.peaks.clone(),
         regressions: Vec::new(),
     };
+    if let Some(b) = &baseline {
+        let th = reports::Thresholds { slowdown: args.slowdown, ..Default::default() };
+        res.regressions = reports::regressions(&res, b, &th);
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     res.write(&args.out.join("results.json"))?;
     write!(out, "{}", table(&bench_run))?;
+    if baseline.is_some() {
+        writeln!(out, "\nregressions against the baseline: {}", res.regressions.len())?;
+        for r in &res.regressions {
+            writeln!(out, "  {}: {} -> {}", r.what, r.baseline, r.now)?;
+        }
+    }
     writeln!(out, "wrote {}", args.out.join("results.json").display())?;
-    Ok(if failed { Exit::FellShort } else { Exit::Clean })
+    Ok(if failed || !res.regressions.is_empty() { Exit::FellShort } else { Exit::Clean })
 }
