@@ -25,6 +25,7 @@ use kernels_ref::scheme::{Quantized, Scheme};
 use kernels_ref::tensor::Matrix;
 use models::{Model, QModel, QTensor, QuantPlan};
 use reports::{BenchResult, DevicePeaks};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A benchmarked kernel (the `--kernel` names).
@@ -190,7 +191,7 @@ pub enum Work {
     /// An op case through `Device::bench`.
     Case(Box<OpCase>),
     /// A quantized model and the prompt it is fed.
-    Model { model: Box<QModel>, prompt: Vec<u32> },
+    Model { model: Arc<QModel>, prompt: Arc<[u32]> },
 }
 
 /// Deterministic values in [-1, 1) from `seed` (a 64-bit LCG, top bits).
@@ -371,20 +372,25 @@ fn model_weight_bytes(q: &QModel) -> anyhow::Result<(u64, u64)> {
 pub fn model_jobs(model: &Model, scheme: &Scheme, kernels: &[Kernel], prompt: &[u32]) -> anyhow::Result<Vec<Job>> {
     let plan = QuantPlan::linear(*scheme);
     crate::modeleval::check_plan(model, &plan)?;
+    let kernels: Vec<Kernel> = kernels.iter().copied().filter(|k| k.is_model()).collect();
+    if kernels.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Quantized once, shared by the prefill and decode jobs.
+    let q = Arc::new(QModel::quantize(model, &plan).map_err(|e| anyhow!("{scheme}: {e}"))?);
+    let (bytes, macs) = model_weight_bytes(&q)?;
+    let prompt: Arc<[u32]> = prompt.into();
     let mut jobs = Vec::new();
-    for &kernel in kernels.iter().filter(|k| k.is_model()) {
-        let q = QModel::quantize(model, &plan).map_err(|e| anyhow!("{scheme}: {e}"))?;
-        let (bytes, macs) = model_weight_bytes(&q)?;
-        let params = macs as usize;
+    for kernel in kernels {
         let tokens = if kernel == Kernel::ModelPrefill { prompt.len() } else { 1 };
         jobs.push(Job {
             kernel,
             scheme: *scheme,
-            shape: vec![tokens, params],
+            shape: vec![tokens, macs as usize],
             // Prefill reads the weights once for the whole prompt (batched); decode once per token.
             bytes,
             flops: 2 * macs * tokens as u64,
-            work: Work::Model { model: Box::new(q), prompt: prompt.to_vec() },
+            work: Work::Model { model: Arc::clone(&q), prompt: Arc::clone(&prompt) },
         });
     }
     Ok(jobs)

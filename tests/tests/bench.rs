@@ -13,6 +13,16 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
+/// `qdiff bench` at the quick shapes on `device`: exactly `samples` samples per kernel (no time
+/// budget, one warm-up), `extra` arguments, results into `out`.
+fn quick_bench(device: &str, samples: usize, extra: &[&str], out: &std::path::Path) -> qdiff_e2e::Run {
+    let n = samples.to_string();
+    let mut args = vec!["bench", "--device", device, "--quick", "--time", "0", "--samples", &n, "--min-samples", &n];
+    args.extend(["--warmup", "1", "--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    qdiff(&args)
+}
+
 /// Checks the arithmetic of every result against its own fields and `device_peaks`, and returns
 /// the results of `device`.
 fn checked(res: &Value, device: &str, samples: usize) -> Vec<Value> {
@@ -49,27 +59,7 @@ fn checked(res: &Value, device: &str, samples: usize) -> Vec<Value> {
 #[test]
 fn bench_on_the_cpu_measures_every_kernel_against_its_peaks() {
     let out = scratch("bench-cpu");
-    let o = out.to_str().unwrap();
-    let r = qdiff(&[
-        "bench",
-        "--device",
-        "cpu",
-        "--quick",
-        "--time",
-        "0",
-        "--samples",
-        "3",
-        "--min-samples",
-        "3",
-        "--warmup",
-        "1",
-        "--scheme",
-        "q4_0",
-        "--scheme",
-        "8da4w-ao",
-        "--out",
-        o,
-    ]);
+    let r = quick_bench("cpu", 3, &["--scheme", "q4_0", "--scheme", "8da4w-ao"], &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let res = results(&out);
     let rows = checked(&res, "cpu", 3);
@@ -99,29 +89,8 @@ fn bench_on_vulkan_times_with_timestamps() {
         return;
     }
     let out = scratch("bench-vulkan");
-    let o = out.to_str().unwrap();
-    let r = qdiff(&[
-        "bench",
-        "--device",
-        "vulkan",
-        "--quick",
-        "--time",
-        "0",
-        "--samples",
-        "2",
-        "--min-samples",
-        "2",
-        "--warmup",
-        "1",
-        "--scheme",
-        "w4g32-sym-ao",
-        "--kernel",
-        "linear-decode",
-        "--kernel",
-        "dequantize",
-        "--out",
-        o,
-    ]);
+    let extra = ["--scheme", "w4g32-sym-ao", "--kernel", "linear-decode", "--kernel", "dequantize"];
+    let r = quick_bench("vulkan", 2, &extra, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let res = results(&out);
     let rows = checked(&res, "vulkan:0", 2);
@@ -148,16 +117,16 @@ fn bad_bench_arguments_exit_2_with_one_line() {
     }
 }
 
-/// `results.json` of `dir` with every bench figure scaled by `factor` (a faster or slower
-/// baseline), written to `to`.
-fn scaled_baseline(dir: &std::path::Path, factor: f64, to: &std::path::Path) {
+/// `results.json` of `dir` with every bench sample (and median, min, max) set to `seconds`: a
+/// baseline far faster or slower than any real run, whatever this machine's noise.
+fn baseline_at(dir: &std::path::Path, seconds: f64, to: &std::path::Path) {
     let mut res = results(dir);
     for r in res["bench_results"].as_array_mut().unwrap() {
         for key in ["median_s", "min_s", "max_s"] {
-            r[key] = (f(&r[key]) * factor).into();
+            r[key] = seconds.into();
         }
-        let s: Vec<f64> = r["samples_s"].as_array().unwrap().iter().map(|v| f(v) * factor).collect();
-        r["samples_s"] = s.into();
+        let n = r["samples_s"].as_array().unwrap().len();
+        r["samples_s"] = vec![seconds; n].into();
     }
     std::fs::write(to, serde_json::to_vec(&res).unwrap()).unwrap();
 }
@@ -165,43 +134,23 @@ fn scaled_baseline(dir: &std::path::Path, factor: f64, to: &std::path::Path) {
 #[test]
 fn a_baseline_that_was_faster_makes_bench_exit_1_with_the_regressions() {
     let first = scratch("bench-baseline-first");
-    let args = |out: &str, baseline: Option<&str>| {
-        let mut a = vec![
-            "bench",
-            "--device",
-            "cpu",
-            "--quick",
-            "--time",
-            "0",
-            "--samples",
-            "3",
-            "--min-samples",
-            "3",
-            "--warmup",
-            "1",
-            "--scheme",
-            "q4_0",
-            "--kernel",
-            "linear-decode",
-            "--kernel",
-            "dequantize",
-            "--out",
-            out,
-        ];
+    let kernels = ["--scheme", "q4_0", "--kernel", "linear-decode", "--kernel", "dequantize"];
+    let run = |out: &std::path::Path, baseline: Option<&std::path::Path>| {
+        let mut extra = kernels.to_vec();
         if let Some(b) = baseline {
-            a.extend(["--baseline", b]);
+            extra.extend(["--baseline", b.to_str().unwrap()]);
         }
-        a.into_iter().map(String::from).collect::<Vec<_>>()
+        quick_bench("cpu", 3, &extra, out)
     };
-    let run = |a: Vec<String>| qdiff(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    let r = run(args(first.to_str().unwrap(), None));
+    let r = run(&first, None);
     assert_eq!(r.code, 0, "{}", r.stderr);
 
-    // A baseline 100 times faster: both kernels regressed, listed in results.json and on stdout.
+    // A baseline at a nanosecond per run: both kernels regressed, listed in results.json and on
+    // stdout.
     let fast = first.join("fast.json");
-    scaled_baseline(&first, 0.01, &fast);
+    baseline_at(&first, 1e-9, &fast);
     let out = scratch("bench-baseline-regressed");
-    let r = run(args(out.to_str().unwrap(), Some(fast.to_str().unwrap())));
+    let r = run(&out, Some(&fast));
     assert_eq!(r.code, 1, "{}", r.stderr);
     let regs = results(&out)["regressions"].as_array().unwrap().clone();
     assert_eq!(regs.len(), 2, "{regs:?}");
@@ -209,11 +158,11 @@ fn a_baseline_that_was_faster_makes_bench_exit_1_with_the_regressions() {
     let stdout = String::from_utf8(r.stdout).unwrap();
     assert!(stdout.contains("regressions against the baseline: 2"), "{stdout}");
 
-    // A baseline 100 times slower: nothing regressed.
+    // A baseline at a thousand seconds per run: nothing regressed.
     let slow = first.join("slow.json");
-    scaled_baseline(&first, 100.0, &slow);
+    baseline_at(&first, 1e3, &slow);
     let out = scratch("bench-baseline-clean");
-    let r = run(args(out.to_str().unwrap(), Some(slow.to_str().unwrap())));
+    let r = run(&out, Some(&slow));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(results(&out)["regressions"].as_array().unwrap().is_empty());
 
@@ -221,6 +170,7 @@ fn a_baseline_that_was_faster_makes_bench_exit_1_with_the_regressions() {
     let bad = first.join("bad.json");
     std::fs::write(&bad, b"{\"schema_version\": 1, \"run\": 3}").unwrap();
     let out = scratch("bench-baseline-bad");
-    let a = args(out.to_str().unwrap(), Some(bad.to_str().unwrap()));
-    assert_could_not_run(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "bad.json", &out);
+    let mut args = vec!["bench", "--device", "cpu", "--quick", "--out", out.to_str().unwrap()];
+    args.extend(["--baseline", bad.to_str().unwrap()]);
+    assert_could_not_run(&args, "bad.json", &out);
 }
