@@ -154,29 +154,15 @@ pub fn regressions(now: &Results, base: &Results, th: &Thresholds) -> Vec<Regres
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{RunInfo, Summary};
+    use crate::RunInfo;
     use proptest::prelude::*;
 
     fn results(bench: Vec<BenchResult>, models: Vec<ModelResult>, ops: Vec<OpResult>) -> Results {
         Results {
-            schema_version: crate::SCHEMA_VERSION,
-            run: RunInfo {
-                qdiff_version: "0".into(),
-                git_commit: "x".into(),
-                started_at: "t".into(),
-                host: "h".into(),
-                seed: 0,
-                shard: "1/1".into(),
-                command: None,
-            },
-            devices: Vec::new(),
-            summary: Summary::default(),
             op_results: ops,
             model_results: models,
-            models: Vec::new(),
             bench_results: bench,
-            device_peaks: Vec::new(),
-            regressions: Vec::new(),
+            ..Results::new(RunInfo::default(), Vec::new())
         }
     }
 

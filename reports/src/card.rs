@@ -145,7 +145,7 @@ pub fn card_markdown(results: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ModelInfo, RunInfo, Summary, SCHEMA_VERSION};
+    use crate::{ModelInfo, RunInfo};
 
     fn result(device: &str, status: &str) -> ModelResult {
         ModelResult {
@@ -178,20 +178,8 @@ mod tests {
 
     #[test]
     fn card_table_escapes_outside_strings_and_lists_failures() {
+        let run = RunInfo { qdiff_version: "0.1.0".into(), git_commit: "abc".into(), ..RunInfo::default() };
         let results = crate::Results {
-            schema_version: SCHEMA_VERSION,
-            run: RunInfo {
-                qdiff_version: "0.1.0".into(),
-                git_commit: "abc".into(),
-                started_at: "t".into(),
-                host: "h".into(),
-                seed: 0,
-                shard: "1/1".into(),
-                command: None,
-            },
-            devices: Vec::new(),
-            summary: Summary::default(),
-            op_results: Vec::new(),
             model_results: vec![result("vulkan:0 | evil", "ok"), result("metal", "unsupported")],
             models: vec![ModelInfo {
                 name: "m".into(),
@@ -205,9 +193,7 @@ mod tests {
                 oracle_greedy: vec![1, 2],
                 oracle_greedy_text: "Hello | there".into(),
             }],
-            bench_results: Vec::new(),
-            device_peaks: Vec::new(),
-            regressions: Vec::new(),
+            ..crate::Results::new(run, Vec::new())
         };
         let card = card_markdown(&results);
         let row = card.lines().find(|l| l.contains("evil")).expect("the ok row");

@@ -45,7 +45,7 @@ pub struct Results {
 }
 
 /// Provenance of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     /// qdiff's version.
     pub qdiff_version: String,
@@ -538,6 +538,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 }
 
 impl Results {
+    /// An empty `results.json` of a run on `devices`: sections are filled by whoever ran it.
+    pub fn new(run: RunInfo, devices: Vec<DeviceEntry>) -> Results {
+        Results {
+            schema_version: SCHEMA_VERSION,
+            run,
+            devices,
+            summary: Summary::default(),
+            op_results: Vec::new(),
+            model_results: Vec::new(),
+            models: Vec::new(),
+            bench_results: Vec::new(),
+            device_peaks: Vec::new(),
+            regressions: Vec::new(),
+        }
+    }
+
     /// Write as pretty JSON, atomically.
     pub fn write(&self, path: &Path) -> Result<(), ReportError> {
         let text = serde_json::to_vec_pretty(self)

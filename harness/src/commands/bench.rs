@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use devices::BenchPlan;
 use kernels_ref::scheme::Scheme;
-use reports::{BenchResult, DevicePeaks, Results, Summary};
+use reports::{BenchResult, DevicePeaks, Results};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -284,16 +284,12 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let failed =
         bench_run.results.iter().any(|r| r.error.is_some()) || bench_run.peaks.iter().any(|p| p.error.is_some());
     let mut res = Results {
-        schema_version: reports::SCHEMA_VERSION,
-        run: meta::run_info(started_at, args.seed, None),
-        devices: devs.iter().map(|d| meta::device_entry(d.info())).collect(),
-        summary: Summary::default(),
-        op_results: Vec::new(),
-        model_results: Vec::new(),
-        models: Vec::new(),
         bench_results: bench_run.results.clone(),
         device_peaks: bench_run.peaks.clone(),
-        regressions: Vec::new(),
+        ..Results::new(
+            meta::run_info(started_at, args.seed, None),
+            devs.iter().map(|d| meta::device_entry(d.info())).collect(),
+        )
     };
     if let Some(b) = &baseline {
         let th = reports::Thresholds { slowdown: args.slowdown, ..Default::default() };

@@ -527,16 +527,9 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         writeln!(out, "resumed: {} results kept from {}", rec.resumed, journal_path.display())?;
     }
     let results = Results {
-        schema_version: reports::SCHEMA_VERSION,
-        run: meta::run_info(started_at, args.seed, Some(args.command.clone())),
-        devices: device_entries,
         summary: summary.clone(),
         op_results: rec.op_results,
-        model_results: Vec::new(),
-        models: Vec::new(),
-        bench_results: Vec::new(),
-        device_peaks: Vec::new(),
-        regressions: Vec::new(),
+        ..Results::new(meta::run_info(started_at, args.seed, Some(args.command.clone())), device_entries)
     };
     let results_path = args.out.join("results.json");
     results.write(&results_path)?;

@@ -8,7 +8,7 @@ use crate::Exit;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use models::QuantPlan;
-use reports::{ModelResult, Results, Summary};
+use reports::{ModelResult, Results};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -142,16 +142,9 @@ pub fn run(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let info = modeleval::model_info(&model, &seqs, &spec.rollout_prompt, &oracle);
     let failed = results.iter().any(|r| r.status == "error");
     let res = Results {
-        schema_version: reports::SCHEMA_VERSION,
-        run: meta::run_info(started_at, 0, None),
-        devices: devs.iter().map(|d| meta::device_entry(d.info())).collect(),
-        summary: Summary::default(),
-        op_results: Vec::new(),
         model_results: results,
         models: vec![info],
-        bench_results: Vec::new(),
-        device_peaks: Vec::new(),
-        regressions: Vec::new(),
+        ..Results::new(meta::run_info(started_at, 0, None), devs.iter().map(|d| meta::device_entry(d.info())).collect())
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let card = reports::card_markdown(&res);

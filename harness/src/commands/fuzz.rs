@@ -282,16 +282,9 @@ pub fn run(args: FuzzArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let elapsed = t0.elapsed();
 
     let results = Results {
-        schema_version: reports::SCHEMA_VERSION,
-        run: meta::run_info(started_at, args.seed, None),
-        devices: vec![entry],
         summary: summary.clone(),
         op_results: found.iter().map(|f| f.result.clone()).collect(),
-        model_results: Vec::new(),
-        models: Vec::new(),
-        bench_results: Vec::new(),
-        device_peaks: Vec::new(),
-        regressions: Vec::new(),
+        ..Results::new(meta::run_info(started_at, args.seed, None), vec![entry])
     };
     let results_path = args.out.join("results.json");
     results.write(&results_path)?;
